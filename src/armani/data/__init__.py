@@ -1,0 +1,1 @@
+"""Garment data: the procedural dataset, real-data loading and control-signal transforms."""

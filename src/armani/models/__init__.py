@@ -1,0 +1,1 @@
+"""Model definitions. Models never import the trainer, accelerate or gradio."""
