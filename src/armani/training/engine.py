@@ -1,0 +1,423 @@
+"""One training loop for every stage, built on Hugging Face Accelerate.
+
+Accelerate owns device placement, DDP, mixed precision, gradient accumulation,
+checkpointing (``save_state``/``load_state``) and tracking; this module owns what is the
+same for every stage: the loop, exact resume, the progress bar, periodic evaluation and
+the final export. What differs per stage (models, data, the loss and its optimisers)
+lives in a :class:`Stage` subclass registered with :func:`register_stage`.
+
+Exact resume: the sampler is seedable (its permutation depends on ``seed`` and the epoch
+only), per-sample randomness depends on ``(seed, epoch, index)``, and the trainer state
+(global step, epoch, batches done in the epoch) is saved beside Accelerate's model,
+optimiser, scheduler and RNG states. A resumed run reloads all of it and skips the
+batches of the current epoch already seen, so it replays exactly what an uninterrupted
+run does.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+STAGES: dict[str, type["Stage"]] = {}
+
+
+def register_stage(cls: type["Stage"]) -> type["Stage"]:
+    """Class decorator: make a stage available to ``train.py --stage NAME``."""
+    if not getattr(cls, "name", None):
+        raise TypeError(f"{cls.__name__} needs a class attribute 'name'")
+    if cls.name in STAGES and STAGES[cls.name] is not cls:
+        raise ValueError(f"stage {cls.name!r} registered twice")
+    STAGES[cls.name] = cls
+    return cls
+
+
+@dataclass
+class OptimConfig:
+    """Optimisation and loop settings of one stage."""
+
+    batch_size: int = 32  # per process
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.99)
+    warmup_steps: int = 100
+    max_steps: int = 1000  # optimiser steps (after gradient accumulation)
+    grad_accum: int = 1
+    grad_clip: float = 1.0
+    log_every: int = 10
+    eval_every: int = 500  # 0 = only at the end
+    checkpoint_every: int = 200  # 0 = only at the end
+    keep_checkpoints: int = 2
+    num_workers: int = 0  # DataLoader workers per process
+
+
+@dataclass
+class StepOutput:
+    """What a training step reports: named scalars for the logs and progress bar."""
+
+    loss: float
+    parts: dict[str, float] = field(default_factory=dict)
+    num_samples: int = 0
+
+
+class Stage:
+    """A trainable stage. Subclasses set ``name`` and ``optim_key``, build models and data,
+    and implement :meth:`training_step`; the engine does everything else.
+
+    ``self.models``/``self.optimizers``/``self.schedulers`` hold the *prepared* objects after
+    :meth:`Trainer.setup`. Frozen helpers (e.g. the segmenter inside the semantic loss)
+    are returned by :meth:`build_frozen` and only moved to the device.
+    """
+
+    name: ClassVar[str] = ""
+    requires: ClassVar[tuple[str, ...]] = ()  # stages whose exported artefacts this one loads
+
+    def __init__(self, cfg: Any, run_dir: Path):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.accelerator = None  # set by the Trainer
+        self.models: dict[str, nn.Module] = {}
+        self.frozen: dict[str, nn.Module] = {}
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.schedulers: dict[str, Any] = {}
+
+    # -- what a stage provides ----------------------------------------------------------
+    @property
+    def optim(self) -> OptimConfig:
+        raise NotImplementedError
+
+    def build_models(self) -> dict[str, nn.Module]:
+        raise NotImplementedError
+
+    def build_frozen(self) -> dict[str, nn.Module]:
+        return {}
+
+    def build_optimizers(self, models: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
+        """Default: one AdamW over every trainable model, decay on matrices only."""
+        params = [p for m in models.values() for p in m.parameters() if p.requires_grad]
+        decay = [p for p in params if p.ndim >= 2]
+        no_decay = [p for p in params if p.ndim < 2]
+        groups = [
+            {"params": decay, "weight_decay": self.optim.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        return {"main": torch.optim.AdamW(groups, lr=self.optim.lr, betas=self.optim.betas)}
+
+    def train_dataset(self) -> torch.utils.data.Dataset:
+        raise NotImplementedError
+
+    def val_dataset(self) -> torch.utils.data.Dataset | None:
+        return None
+
+    def collate_fn(self) -> Callable | None:
+        return None
+
+    def training_step(self, batch: dict, step: int) -> StepOutput:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def evaluate(self, loader) -> dict[str, float]:
+        return {}
+
+    def export(self, out_dir: Path) -> None:
+        """Write the stage's artefacts (safetensors + JSON) for later stages and the pipeline."""
+        raise NotImplementedError
+
+    # -- helpers for subclasses ---------------------------------------------------------
+    def optimize(self, loss: torch.Tensor, key: str = "main", models: tuple[str, ...] | None = None) -> None:
+        """Backward + (on accumulation boundaries) clip, step, schedule, zero_grad."""
+        acc = self.accelerator
+        acc.backward(loss)
+        if acc.sync_gradients and self.optim.grad_clip > 0:
+            params = [
+                p
+                for name, m in self.models.items()
+                if models is None or name in models
+                for p in m.parameters()
+                if p.requires_grad
+            ]
+            acc.clip_grad_norm_(params, self.optim.grad_clip)
+        opt = self.optimizers[key]
+        opt.step()
+        if key in self.schedulers:
+            self.schedulers[key].step()
+        opt.zero_grad(set_to_none=True)
+
+    def unwrap(self, name: str) -> nn.Module:
+        return self.accelerator.unwrap_model(self.models[name])
+
+    def stage_dir(self, name: str | None = None) -> Path:
+        return self.run_dir / (name or self.name)
+
+    def artefact_dir(self, stage: str) -> Path:
+        """Where a finished stage exported its artefacts (``RUN/<stage>/final``)."""
+        path = self.run_dir / stage / "final"
+        if not (path / "DONE").is_file():
+            raise FileNotFoundError(
+                f"stage {self.name!r} needs the exported {stage!r} artefacts at {path}; "
+                f"train it first: accelerate launch src/armani/train.py --stage {stage} "
+                f"--output {self.run_dir}"
+            )
+        return path
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up then cosine decay to 10% of the base learning rate."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def resolve_mixed_precision(setting: str) -> str:
+    """``auto`` = bf16 where the hardware runs it fast (CUDA with bf16, or a CPU with
+    AVX-512 bf16 / AMX), else no mixed precision. Explicit values pass through."""
+    if setting != "auto":
+        return setting
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        flags = ""
+    return "bf16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "no"
+
+
+@dataclass
+class TrainerState:
+    global_step: int = 0  # optimiser steps done
+    epoch: int = 0
+    batches_in_epoch: int = 0  # dataloader batches consumed in the current epoch
+    samples_seen: int = 0
+    elapsed_s: float = 0.0
+
+
+class Trainer:
+    """Runs one :class:`Stage` to ``optim.max_steps`` with checkpoints and exact resume."""
+
+    def __init__(self, stage: Stage, *, seed: int = 0, mixed_precision: str = "auto", tracker: str = "tensorboard",
+                 resume: bool = False):
+        from accelerate import Accelerator
+        from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+
+        self.stage = stage
+        self.seed = seed
+        self.resume = resume
+        self.dir = stage.stage_dir()
+        self.ckpt_dir = self.dir / "checkpoints"
+        optim = stage.optim
+        self.accelerator = Accelerator(
+            mixed_precision=resolve_mixed_precision(mixed_precision),
+            gradient_accumulation_steps=optim.grad_accum,
+            log_with=None if tracker == "none" else tracker,
+            project_config=ProjectConfiguration(project_dir=str(self.dir), logging_dir=str(self.dir / "logs")),
+            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=seed),
+            step_scheduler_with_optimizer=False,
+        )
+        set_seed(seed, device_specific=False)
+        stage.accelerator = self.accelerator
+        self.state = TrainerState()
+
+    # -- setup ----------------------------------------------------------------------------
+    def setup(self) -> None:
+        st, acc, optim = self.stage, self.accelerator, self.stage.optim
+        models = st.build_models()
+        frozen = st.build_frozen()
+        optimizers = st.build_optimizers(models)
+        schedulers = {k: warmup_cosine(o, optim.warmup_steps, optim.max_steps) for k, o in optimizers.items()}
+        self.train_ds = st.train_dataset()
+        loader = torch.utils.data.DataLoader(
+            self.train_ds,
+            batch_size=optim.batch_size,
+            shuffle=True,
+            drop_last=True,
+            collate_fn=st.collate_fn(),
+            num_workers=optim.num_workers,
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+        if len(loader) == 0:
+            raise ValueError(
+                f"stage {st.name!r}: the training set ({len(self.train_ds)} rows) is smaller than one batch "
+                f"({optim.batch_size}); generate more data or lower the batch size"
+            )
+        val = st.val_dataset()
+        names = list(models)
+        prepared = acc.prepare(*models.values(), *optimizers.values(), *schedulers.values(), loader)
+        n, k = len(models), len(optimizers)
+        st.models = dict(zip(names, prepared[:n]))
+        st.optimizers = dict(zip(optimizers, prepared[n : n + k]))
+        st.schedulers = dict(zip(schedulers, prepared[n + k : n + 2 * k]))
+        self.loader = prepared[-1]
+        st.frozen = {name: m.to(acc.device).eval().requires_grad_(False) for name, m in frozen.items()}
+        self.val_loader = None
+        if val is not None and len(val) > 0:
+            self.val_loader = acc.prepare(
+                torch.utils.data.DataLoader(val, batch_size=optim.batch_size, shuffle=False, collate_fn=st.collate_fn())
+            )
+        if acc.is_main_process and acc.log_with:
+            from armani.configuration import to_dict
+
+            acc.init_trackers(st.name, config=_flat_hparams(to_dict(st.cfg)))
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def _checkpoints(self) -> list[Path]:
+        if not self.ckpt_dir.is_dir():
+            return []
+        done = [p for p in self.ckpt_dir.glob("step_*") if (p / "trainer_state.json").is_file()]
+        return sorted(done, key=lambda p: int(p.name.split("_")[1]))
+
+    def save_checkpoint(self) -> None:
+        acc = self.accelerator
+        path = self.ckpt_dir / f"step_{self.state.global_step:08d}"
+        acc.wait_for_everyone()
+        acc.save_state(str(path))
+        if acc.is_main_process:
+            # Written last: a checkpoint without it (killed mid-save) is ignored on resume.
+            (path / "trainer_state.json").write_text(json.dumps(self.state.__dict__))
+            for old in self._checkpoints()[: -self.stage.optim.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
+
+    def load_latest(self) -> bool:
+        ckpts = self._checkpoints()
+        if not ckpts:
+            return False
+        latest = ckpts[-1]
+        self.accelerator.load_state(str(latest))
+        self.state = TrainerState(**json.loads((latest / "trainer_state.json").read_text()))
+        return True
+
+    # -- the loop ---------------------------------------------------------------------------
+    def train(self) -> TrainerState:
+        from tqdm.auto import tqdm
+
+        st, acc, optim = self.stage, self.accelerator, self.stage.optim
+        self.setup()
+        if self.resume and self.load_latest():
+            acc.print(f"[{st.name}] resumed from step {self.state.global_step} "
+                      f"(epoch {self.state.epoch}, batch {self.state.batches_in_epoch})")
+        elif (self.dir / "final" / "DONE").is_file() and not self.resume:
+            acc.print(f"[{st.name}] note: {self.dir / 'final'} exists and will be overwritten")
+        bar = tqdm(total=optim.max_steps, initial=self.state.global_step, desc=st.name,
+                   disable=not acc.is_main_process, dynamic_ncols=True)
+        t_start = time.perf_counter() - self.state.elapsed_s
+        window_t, window_samples = time.perf_counter(), 0
+        last: StepOutput | None = None
+        while self.state.global_step < optim.max_steps:
+            self.loader.set_epoch(self.state.epoch)
+            if hasattr(self.train_ds, "set_epoch"):
+                self.train_ds.set_epoch(self.state.epoch)
+            loader = self.loader
+            if self.state.batches_in_epoch:
+                loader = acc.skip_first_batches(self.loader, self.state.batches_in_epoch)
+            for batch in loader:
+                for m in st.models.values():
+                    m.train()
+                with acc.accumulate(*st.models.values()):
+                    out = st.training_step(batch, self.state.global_step)
+                self.state.batches_in_epoch += 1
+                n = out.num_samples or _batch_size(batch)
+                self.state.samples_seen += n * acc.num_processes
+                window_samples += n * acc.num_processes
+                last = out
+                if not acc.sync_gradients:
+                    continue
+                self.state.global_step += 1
+                step = self.state.global_step
+                bar.update(1)
+                if step % optim.log_every == 0 or step == optim.max_steps:
+                    now = time.perf_counter()
+                    rate = window_samples / max(1e-9, now - window_t)
+                    window_t, window_samples = now, 0
+                    logs = {"loss": out.loss, **out.parts, "samples_per_s": rate,
+                            "lr": next(iter(st.optimizers.values())).param_groups[0]["lr"]}
+                    acc.log({f"train/{k}": v for k, v in logs.items()}, step=step)
+                    bar.set_postfix(loss=f"{out.loss:.4f}", **{"img/s": f"{rate:.1f}"})
+                if self.val_loader is not None and optim.eval_every and step % optim.eval_every == 0:
+                    self._evaluate(step)
+                self.state.elapsed_s = time.perf_counter() - t_start
+                if (optim.checkpoint_every and step % optim.checkpoint_every == 0) or step == optim.max_steps:
+                    self.save_checkpoint()
+                if step >= optim.max_steps:
+                    break
+            else:
+                self.state.epoch += 1
+                self.state.batches_in_epoch = 0
+        bar.close()
+        metrics = self._evaluate(self.state.global_step) if self.val_loader is not None else {}
+        self.state.elapsed_s = time.perf_counter() - t_start
+        if acc.is_main_process:
+            final = self.dir / "final"
+            if final.exists():
+                shutil.rmtree(final)
+            final.mkdir(parents=True)
+            st.export(final)
+            report = {
+                "stage": st.name,
+                "steps": self.state.global_step,
+                "samples_seen": self.state.samples_seen,
+                "train_seconds": round(self.state.elapsed_s, 1),
+                "samples_per_second": round(self.state.samples_seen / max(1e-9, self.state.elapsed_s), 2),
+                "num_processes": acc.num_processes,
+                "mixed_precision": acc.mixed_precision,
+                "device": str(acc.device),
+                "final_loss": None if last is None else last.loss,
+                "metrics": metrics,
+            }
+            (final / "training_report.json").write_text(json.dumps(report, indent=2))
+            (final / "DONE").write_text("ok\n")
+        acc.wait_for_everyone()
+        acc.end_training()
+        return self.state
+
+    def _evaluate(self, step: int) -> dict[str, float]:
+        st, acc = self.stage, self.accelerator
+        for m in st.models.values():
+            m.eval()
+        metrics = st.evaluate(self.val_loader)
+        if metrics:
+            acc.log({f"val/{k}": v for k, v in metrics.items()}, step=step)
+            acc.print(f"[{st.name}] step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+        return metrics
+
+
+def _batch_size(batch: Any) -> int:
+    if isinstance(batch, dict):
+        for v in batch.values():
+            if isinstance(v, torch.Tensor):
+                return v.shape[0]
+    if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], torch.Tensor):
+        return batch[0].shape[0]
+    return 0
+
+
+def _flat_hparams(d: dict, prefix: str = "") -> dict[str, Any]:
+    """TensorBoard hparams take scalars only: flatten and stringify the rest."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat_hparams(v, key + "."))
+        elif isinstance(v, (int, float, str, bool)):
+            out[key] = v
+        else:
+            out[key] = str(v)
+    return out
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
