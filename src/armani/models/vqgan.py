@@ -1,0 +1,435 @@
+"""Stage 1: the cross-modal codebook, a text-aware VQGAN (paper Sec. 3.3, Eq. 9-11).
+
+An image goes through a convolutional encoder E to a feature grid ``z_hat`` (h x w x code_dim).
+For every grid cell, the caller supplies the MaskCLIP token of the cell's most similar word
+(Eq. 9, computed by :meth:`armani.models.maskclip.MaskCLIP.best_words`); the cell's feature
+becomes the average of its visual feature and the projected word token,
+``z_tilde = (z_hat + word_proj(x)) / 2``, and ``z_tilde`` is vector-quantised (Eq. 1) and
+decoded by G. The codebook therefore learns codes that sit between visual and word features.
+
+Choices the paper leaves open, fixed here:
+
+- **Which cells are fused.** ``best_words`` marks cells with no valid word (no content token,
+  or a background-only cell) with ``word_index == -1``; those cells keep ``z_hat`` unchanged.
+- **The projection.** MaskCLIP tokens live in MaskCLIP's embedding space (``fusion_dim``), the
+  visual features in ``code_dim``; a single ``nn.Linear`` maps one to the other (the paper
+  averages the two vectors without saying how their widths are matched).
+- **The quantiser** is ``vector_quantize_pytorch.VectorQuantize`` with EMA codebook updates
+  (the codebook gets no gradient), optional k-means initialisation and dead-code restarts;
+  gradients pass the quantiser with the plain straight-through estimator of VQ-VAE/VQGAN
+  (the library's rotation trick is switched off to stay with the paper's VQGAN).
+- **Product quantisation** (M6-Fashion's codebook, ``quantizer="pq"``): ``pq_groups``
+  separate sub-codebooks, each of ``codebook_size`` entries and width ``code_dim // pq_groups``;
+  ids then have a trailing group axis, ``(B, N, G)``.
+- **Fusion off** (``fusion=False``) is the DALL-E-style visual-only codebook used as the
+  paper's baseline; words passed to it are ignored, so one training loop serves both.
+
+The same class, with ``in_channels=1`` (sketch) or ``4`` (partial RGB + keep mask), no fusion
+and a small codebook, is the tokenizer of each visual control signal.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+from einops import rearrange
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+from vector_quantize_pytorch import VectorQuantize
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder that cannot be loaded: missing, corrupt, or not matching its config."""
+
+
+@dataclass
+class VQGANConfig:
+    """Everything that shapes a VQGAN and its stage-1 loss.
+
+    The token grid is ``image_size / 2 ** (len(channel_mult) - 1)``: 64 px with three levels
+    gives the 16 x 16 grid of the shipped config. ``codebook_size`` counts entries per
+    sub-codebook (with ``quantizer="pq"`` each of the ``pq_groups`` groups has that many).
+    """
+
+    # images
+    image_size: int = 64
+    in_channels: int = 3  # 3 image, 1 sketch, 4 partial (RGB + keep mask)
+    out_channels: int = 3
+    # encoder / decoder
+    base_channels: int = 64
+    channel_mult: tuple[int, ...] = (1, 2, 2)
+    num_res_blocks: int = 1
+    attention: bool = True  # one self-attention block at the lowest resolution
+    # quantiser
+    code_dim: int = 64
+    codebook_size: int = 512
+    quantizer: str = "vq"  # "vq" | "pq"
+    pq_groups: int = 4
+    ema_decay: float = 0.99
+    kmeans_init: bool = True
+    dead_code_threshold: float = 2.0  # EMA cluster size under which a code is restarted; 0 = never
+    commitment_weight: float = 0.25
+    # cross-modal fusion (Eq. 9)
+    fusion: bool = True
+    fusion_dim: int = 256  # MaskCLIP embed_dim
+    # losses (Eq. 11)
+    semantic_loss: bool = True
+    lambda_vq: float = 0.9
+    lambda_semantic: float = 0.1
+    perceptual: str = "segmenter"  # "lpips" | "segmenter" | "none"
+    perceptual_weights: str | None = None  # local safetensors with VGG16 weights, for "lpips"
+    perceptual_weight: float = 1.0
+    l1_weight: float = 1.0
+    gan_start_step: int = 10_000
+    disc_weight: float = 0.8
+    disc_channels: int = 64
+    disc_layers: int = 3
+    adaptive_weight_max: float = 1e4
+
+    def __post_init__(self) -> None:
+        self.channel_mult = tuple(int(m) for m in self.channel_mult)
+        if not self.channel_mult:
+            raise ValueError("channel_mult needs at least one level")
+        factor = 2 ** (len(self.channel_mult) - 1)
+        if self.image_size % factor:
+            raise ValueError(
+                f"image_size {self.image_size} is not divisible by the downsampling factor {factor} "
+                f"implied by channel_mult={self.channel_mult}"
+            )
+        if self.quantizer not in ("vq", "pq"):
+            raise ValueError(f"quantizer must be 'vq' or 'pq', got {self.quantizer!r}")
+        if self.quantizer == "pq" and (self.pq_groups < 1 or self.code_dim % self.pq_groups):
+            raise ValueError(f"code_dim {self.code_dim} must be divisible by pq_groups {self.pq_groups}")
+        if self.perceptual not in ("lpips", "segmenter", "none"):
+            raise ValueError(f"perceptual must be 'lpips', 'segmenter' or 'none', got {self.perceptual!r}")
+        if self.fusion and self.fusion_dim < 1:
+            raise ValueError("fusion=True needs fusion_dim (MaskCLIP embed_dim) >= 1")
+        if self.codebook_size < 2:
+            raise ValueError(f"codebook_size must be >= 2, got {self.codebook_size}")
+
+    @property
+    def grid_size(self) -> int:
+        return self.image_size // 2 ** (len(self.channel_mult) - 1)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["channel_mult"] = list(self.channel_mult)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "VQGANConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown VQGANConfig keys: {unknown}")
+        return cls(**data)
+
+
+@dataclass
+class VQGANOutput:
+    """What one forward pass returns.
+
+    reconstruction: (B, out_channels, H, W) decoder output.
+    ids:            (B, N) int64 code ids in raster order; (B, N, G) with product quantisation.
+    commit_loss:    scalar commitment loss (already times ``commitment_weight``; 0 in eval mode).
+    z_hat:          (B, N, code_dim) encoder features.
+    z_tilde:        (B, N, code_dim) quantiser input (``z_hat`` fused with words, Eq. 9).
+    z_q:            (B, N, code_dim) quantised features fed to the decoder.
+    """
+
+    reconstruction: torch.Tensor
+    ids: torch.Tensor
+    commit_loss: torch.Tensor
+    z_hat: torch.Tensor
+    z_tilde: torch.Tensor
+    z_q: torch.Tensor
+
+
+# -- building blocks ------------------------------------------------------------------------
+def _norm(channels: int) -> nn.GroupNorm:
+    # 32 groups as in VQGAN, fewer when the (tiny) width is not a multiple of 32.
+    return nn.GroupNorm(math.gcd(32, channels), channels, eps=1e-6)
+
+
+class ResBlock(nn.Module):
+    """GroupNorm-SiLU-conv twice, with a 1x1 shortcut when the width changes."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            _norm(in_channels), nn.SiLU(), nn.Conv2d(in_channels, out_channels, 3, padding=1),
+            _norm(out_channels), nn.SiLU(), nn.Conv2d(out_channels, out_channels, 3, padding=1),
+        )
+        self.skip = nn.Identity() if in_channels == out_channels else nn.Conv2d(in_channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.skip(x) + self.body(x)
+
+
+class AttnBlock(nn.Module):
+    """Single-head self-attention over the spatial positions of a feature map."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.norm = _norm(channels)
+        self.attn = nn.MultiheadAttention(channels, num_heads=1, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        seq = rearrange(self.norm(x), "b c h w -> b (h w) c")  # (B, hw, C)
+        out, _ = self.attn(seq, seq, seq, need_weights=False)
+        return x + rearrange(out, "b (h w) c -> b c h w", h=h, w=w)
+
+
+class Encoder(nn.Module):
+    """E: image (B, in_channels, H, W) -> features (B, code_dim, h, w)."""
+
+    def __init__(self, config: VQGANConfig):
+        super().__init__()
+        widths = [config.base_channels * m for m in config.channel_mult]
+        layers: list[nn.Module] = [nn.Conv2d(config.in_channels, config.base_channels, 3, padding=1)]
+        width = config.base_channels
+        for level, out_width in enumerate(widths):
+            for _ in range(config.num_res_blocks):
+                layers.append(ResBlock(width, out_width))
+                width = out_width
+            if level < len(widths) - 1:
+                layers.append(nn.Conv2d(width, width, 3, stride=2, padding=1))  # strided downsampling
+        layers += [ResBlock(width, width)]
+        if config.attention:
+            layers.append(AttnBlock(width))
+        layers += [ResBlock(width, width), _norm(width), nn.SiLU(), nn.Conv2d(width, config.code_dim, 3, padding=1)]
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class Decoder(nn.Module):
+    """G: quantised features (B, code_dim, h, w) -> image (B, out_channels, H, W)."""
+
+    def __init__(self, config: VQGANConfig):
+        super().__init__()
+        widths = [config.base_channels * m for m in reversed(config.channel_mult)]
+        width = widths[0]
+        layers: list[nn.Module] = [nn.Conv2d(config.code_dim, width, 3, padding=1), ResBlock(width, width)]
+        if config.attention:
+            layers.append(AttnBlock(width))
+        layers.append(ResBlock(width, width))
+        for level, out_width in enumerate(widths):
+            for _ in range(config.num_res_blocks):
+                layers.append(ResBlock(width, out_width))
+                width = out_width
+            if level < len(widths) - 1:
+                layers += [nn.Upsample(scale_factor=2.0, mode="nearest"), nn.Conv2d(width, width, 3, padding=1)]
+        layers += [_norm(width), nn.SiLU()]
+        self.layers = nn.Sequential(*layers)
+        self.conv_out = nn.Conv2d(width, config.out_channels, 3, padding=1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.conv_out(self.layers(z))
+
+
+# -- the model ------------------------------------------------------------------------------
+class VQGAN(nn.Module):
+    """Encoder E, optional word fusion (Eq. 9), EMA vector quantiser, decoder G."""
+
+    def __init__(self, config: VQGANConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config)
+        self.decoder = Decoder(config)
+        self.word_proj = nn.Linear(config.fusion_dim, config.code_dim) if config.fusion else None
+        groups = config.pq_groups if config.quantizer == "pq" else 1
+        self.quantizer = VectorQuantize(
+            dim=config.code_dim,
+            codebook_size=config.codebook_size,
+            codebook_dim=config.code_dim // groups,
+            heads=groups,
+            separate_codebook_per_head=groups > 1,
+            decay=config.ema_decay,
+            kmeans_init=config.kmeans_init,
+            threshold_ema_dead_code=config.dead_code_threshold,
+            commitment_weight=config.commitment_weight,
+            rotation_trick=False,  # plain straight-through estimator, as in VQGAN
+            channel_last=True,  # (B, N, D)
+        )
+
+    # -- sizes --------------------------------------------------------------------------
+    @property
+    def grid_size(self) -> int:
+        return self.config.grid_size
+
+    @property
+    def num_tokens(self) -> int:
+        return self.config.grid_size**2
+
+    @property
+    def codebook_size(self) -> int:
+        return self.config.codebook_size
+
+    @property
+    def num_groups(self) -> int:
+        """Sub-codebooks per token: 1 for plain VQ, ``pq_groups`` for product quantisation."""
+        return self.config.pq_groups if self.config.quantizer == "pq" else 1
+
+    @property
+    def codebook(self) -> torch.Tensor:
+        """(K, code_dim) for VQ; (G, K, code_dim // G) for product quantisation."""
+        return self.quantizer.codebook
+
+    @property
+    def last_layer_weight(self) -> nn.Parameter:
+        """The decoder's last conv weight, where VQGAN's adaptive GAN weight is measured."""
+        return self.decoder.conv_out.weight
+
+    # -- the pieces ---------------------------------------------------------------------
+    def encode_features(self, image: torch.Tensor) -> torch.Tensor:
+        """E(image) as a token sequence: (B, C, H, W) -> (B, N, code_dim), raster order."""
+        if image.shape[1] != self.config.in_channels or image.shape[-1] != self.config.image_size:
+            raise ValueError(
+                f"expected images (B, {self.config.in_channels}, {self.config.image_size}, "
+                f"{self.config.image_size}), got {tuple(image.shape)}"
+            )
+        return rearrange(self.encoder(image), "b d h w -> b (h w) d")
+
+    def fuse(
+        self,
+        z_hat: torch.Tensor,
+        fusion_words: torch.Tensor | None = None,
+        word_index: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Eq. 9: average each cell's visual feature with its projected best word.
+
+        z_hat (B, N, code_dim); fusion_words (B, N, fusion_dim); word_index (B, N) int64 with -1
+        for cells without a word (those keep ``z_hat``; ``None`` = every cell has a word).
+        Without fusion, or without words, returns ``z_hat`` unchanged.
+        """
+        if self.word_proj is None or fusion_words is None:
+            return z_hat
+        if fusion_words.shape[:2] != z_hat.shape[:2] or fusion_words.shape[-1] != self.config.fusion_dim:
+            raise ValueError(
+                f"fusion_words must be (B, N, fusion_dim) = {(*z_hat.shape[:2], self.config.fusion_dim)}, "
+                f"got {tuple(fusion_words.shape)}"
+            )
+        fused = (z_hat + self.word_proj(fusion_words.to(z_hat.dtype))) / 2  # (B, N, D)
+        if word_index is None:
+            return fused
+        valid = (word_index >= 0).unsqueeze(-1)  # (B, N, 1)
+        return torch.where(valid, fused, z_hat)
+
+    def quantize(self, z_tilde: torch.Tensor, update_codebook: bool = True):
+        """(B, N, D) -> (z_q (B, N, D), ids (B, N[, G]), commit_loss).
+
+        In training mode the library updates the codebook by EMA (and restarts dead codes);
+        ``update_codebook=False`` leaves it untouched.
+        """
+        z_q, ids, commit = self.quantizer(z_tilde, freeze_codebook=not update_codebook)
+        return z_q, ids, commit
+
+    def decode_features(self, z_q: torch.Tensor) -> torch.Tensor:
+        """(B, N, code_dim) -> image (B, out_channels, H, W)."""
+        g = self.grid_size
+        return self.decoder(rearrange(z_q, "b (h w) d -> b d h w", h=g, w=g))
+
+    # -- public API -----------------------------------------------------------------------
+    def forward(
+        self,
+        image: torch.Tensor,
+        fusion_words: torch.Tensor | None = None,
+        word_index: torch.Tensor | None = None,
+    ) -> VQGANOutput:
+        """Reconstruct ``image`` (B, in_channels, H, W); see :meth:`fuse` for the word inputs."""
+        z_hat = self.encode_features(image)  # (B, N, D)
+        z_tilde = self.fuse(z_hat, fusion_words, word_index)  # (B, N, D)
+        z_q, ids, commit = self.quantize(z_tilde)
+        reconstruction = self.decode_features(z_q)  # (B, C, H, W)
+        return VQGANOutput(reconstruction, ids, commit, z_hat, z_tilde, z_q)
+
+    @torch.no_grad()
+    def encode(
+        self,
+        image: torch.Tensor,
+        fusion_words: torch.Tensor | None = None,
+        word_index: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Image -> token ids (B, N) int64 ((B, N, G) for PQ). Never changes the codebook."""
+        z_tilde = self.fuse(self.encode_features(image), fusion_words, word_index)
+        _, ids, _ = self.quantize(z_tilde, update_codebook=False)
+        return ids.long()
+
+    def ids_to_features(self, ids: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, N) or (B, N, G) -> code vectors (B, N, code_dim)."""
+        expected = 2 if self.num_groups == 1 else 3
+        if ids.ndim != expected or ids.shape[1] != self.num_tokens or (expected == 3 and ids.shape[2] != self.num_groups):
+            shape = "(B, N)" if expected == 2 else f"(B, N, {self.num_groups})"
+            raise ValueError(f"ids must be {shape} with N = {self.num_tokens}, got {tuple(ids.shape)}")
+        if ids.min() < 0 or ids.max() >= self.codebook_size:
+            raise ValueError(f"ids must lie in [0, {self.codebook_size}), got [{int(ids.min())}, {int(ids.max())}]")
+        return self.quantizer.get_output_from_indices(ids.long())
+
+    def decode(self, ids: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, N) ((B, N, G) for PQ) -> image (B, out_channels, H, W)."""
+        return self.decode_features(self.ids_to_features(ids))
+
+    def decode_soft(self, probs: torch.Tensor) -> torch.Tensor:
+        """Differentiable decoding of distributions over codes (stage 2's semantic loss).
+
+        probs (B, N, K) (PQ: (B, N, G, K)) -> image; each cell decodes the expected code
+        vector ``probs @ codebook``, so one-hot probs give exactly :meth:`decode`.
+        """
+        codebook = self.codebook.to(probs.dtype)
+        if self.num_groups == 1:
+            if probs.ndim != 3 or probs.shape[-1] != self.codebook_size:
+                raise ValueError(f"probs must be (B, N, {self.codebook_size}), got {tuple(probs.shape)}")
+            z = probs @ codebook  # (B, N, D)
+        else:
+            if probs.ndim != 4 or probs.shape[-2:] != (self.num_groups, self.codebook_size):
+                raise ValueError(
+                    f"probs must be (B, N, {self.num_groups}, {self.codebook_size}), got {tuple(probs.shape)}"
+                )
+            z = torch.einsum("bngk,gkd->bngd", probs, codebook)  # (B, N, G, D/G)
+            z = rearrange(z, "b n g d -> b n (g d)")  # (B, N, D)
+        return self.decode_features(self.quantizer.project_out(z))
+
+    # -- persistence ----------------------------------------------------------------------
+    def save_pretrained(self, path: str | Path) -> None:
+        """Write ``config.json`` and ``model.safetensors`` (codebook EMA buffers included)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2))
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(path / WEIGHTS_NAME), metadata={"format": "pt", "model": "armani.VQGAN"})
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "VQGAN":
+        """Load a folder written by :meth:`save_pretrained`; raises :class:`CheckpointError`."""
+        path = Path(path)
+        config_file, weights_file = path / CONFIG_NAME, path / WEIGHTS_NAME
+        if not config_file.is_file() or not weights_file.is_file():
+            raise CheckpointError(f"{path} is not a VQGAN checkpoint: needs {CONFIG_NAME} and {WEIGHTS_NAME}")
+        try:
+            config = VQGANConfig.from_dict(json.loads(config_file.read_text()))
+        except (json.JSONDecodeError, TypeError, ValueError) as err:
+            raise CheckpointError(f"{config_file} is not a valid VQGANConfig: {err}") from err
+        model = cls(config)
+        try:
+            state = load_file(str(weights_file), device=str(map_location))
+            model.load_state_dict(state, strict=True)
+        except (SafetensorError, RuntimeError, OSError) as err:
+            raise CheckpointError(
+                f"cannot load {weights_file} into a VQGAN built from {config_file} "
+                f"(corrupt file, or weights from another config): {err}"
+            ) from err
+        return model
+
+
+__all__ = ["CheckpointError", "VQGAN", "VQGANConfig", "VQGANOutput"]
