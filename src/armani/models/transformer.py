@@ -1,0 +1,511 @@
+"""Stage 2: the cross-modal Transformer (ARMANI Sec. 3.4, Eq. 12-14).
+
+One Transformer reads every control signal as tokens and predicts the image's VQ tokens:
+
+    [text (Lt)] [SEP] [sketch (Ls)] [SEP] [partial (Lp)] [SEP] [image (N)]
+
+Choices the paper leaves open, fixed here:
+
+* Each modality has its own embedding table; a token also gets a learned position
+  embedding (absolute, over the whole sequence) and a token-type embedding (text, sketch,
+  partial, image, SEP). The three SEPs are distinct learned vectors.
+* A condition that is absent, or dropped for classifier-free guidance, is replaced by its
+  modality's learned NULL id at *every* position of its segment. The sequence length never
+  changes, so any subset of {text, sketch, partial} (none included) is a valid input, and
+  the unconditional branch of guidance is the same network with NULL segments.
+* Text PAD tokens are ordinary tokens (no key masking): the length is fixed, the PAD
+  embedding is learned, and attention stays a plain causal (or full) mask that SDPA runs
+  with its fastest kernels.
+* ``causal=True`` is ARMANI's GPT: the output at the last SEP predicts image token 0 and
+  the output at image token t-1 predicts token t (Eq. 13). ``causal=False`` is the
+  M6-Fashion-style bidirectional masked-token model: image positions may hold the [MASK]
+  id (``image_codebook_size``) and the output at each image position predicts its token.
+* Product quantisation (``pq_groups = G > 1``, M6-Fashion): each image position holds G
+  sub-codes; its input embedding is the sum of G sub-code embeddings and G output heads
+  (one Linear of width G*K) give logits ``(B, N, G, K)``. ``image_codebook_size`` is then
+  the size of *each* sub-codebook.
+* Condition dropout in training is an independent Bernoulli draw per condition and per
+  sample, from a caller-seeded generator, with the probabilities in ``cond_drop_prob``.
+  Default 0.1 for text and 0.5 for sketch/partial: sketches and partial images are derived
+  from every training image, so they must be absent often for text-only to be learned.
+* The semantic loss of Eq. 14 needs the VQGAN decoder, the segmenter and MaskCLIP, which a
+  model must not import; :meth:`CrossModalTransformer.loss` takes a ``semantic_fn`` hook
+  that receives ``soft_image_codes(logits)`` (softmax, or straight-through Gumbel) and
+  returns the scalar semantic loss.
+* GPT-2 initialisation: N(0, 0.02) weights, zero biases, residual output projections
+  scaled by 1/sqrt(2 * layers). Output head not tied to the input table (the input table
+  has the extra [MASK]/NULL rows and may be a sum over PQ groups).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+CONDITIONS: tuple[str, ...] = ("text", "sketch", "partial")
+# token types
+TYPE_TEXT, TYPE_SKETCH, TYPE_PARTIAL, TYPE_IMAGE, TYPE_SEP = range(5)
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+MODEL_TYPE = "armani-cross-modal-transformer"
+
+
+def _default_drop() -> dict[str, float]:
+    return {"text": 0.1, "sketch": 0.5, "partial": 0.5}
+
+
+@dataclass
+class TransformerConfig:
+    """Sizes of the cross-modal Transformer. The default is the small shipped model;
+    :meth:`paper` gives the paper's GPT2-medium-like size (16 heads, 1024 wide, 16 blocks)."""
+
+    text_vocab_size: int = 512
+    text_len: int = 32
+    sketch_codebook_size: int = 256
+    sketch_len: int = 64  # 8 x 8
+    partial_codebook_size: int = 256
+    partial_len: int = 64
+    image_codebook_size: int = 1024  # per sub-codebook when pq_groups > 1
+    image_len: int = 256  # 16 x 16
+    pq_groups: int = 1
+    width: int = 256
+    layers: int = 4
+    heads: int = 8
+    dropout: float = 0.0
+    causal: bool = True
+    cond_drop_prob: dict[str, float] = field(default_factory=_default_drop)
+    text_pad_id: int = 0
+    text_sot_id: int = 1
+    text_eot_id: int = 2
+    semantic_loss: bool = False
+    lambda_semantic: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+        if self.pq_groups < 1:
+            raise ValueError(f"pq_groups must be >= 1, got {self.pq_groups}")
+        unknown = set(self.cond_drop_prob) - set(CONDITIONS)
+        if unknown:
+            raise ValueError(f"cond_drop_prob has unknown conditions {sorted(unknown)}; use {CONDITIONS}")
+        self.cond_drop_prob = {c: float(self.cond_drop_prob.get(c, 0.0)) for c in CONDITIONS}
+
+    @classmethod
+    def paper(cls, **overrides) -> "TransformerConfig":
+        return cls(**{"width": 1024, "layers": 16, "heads": 16, "text_vocab_size": 49408,
+                      "text_sot_id": 49406, "text_eot_id": 49407, **overrides})
+
+    # -- derived sizes ----------------------------------------------------------------
+    @property
+    def prefix_len(self) -> int:
+        """Condition tokens incl. the three SEPs: the last SEP predicts image token 0."""
+        return self.text_len + self.sketch_len + self.partial_len + 3
+
+    @property
+    def max_len(self) -> int:
+        return self.prefix_len + self.image_len
+
+    @property
+    def mask_id(self) -> int:
+        """The [MASK] image id (bidirectional model); never produced by the output head."""
+        return self.image_codebook_size
+
+    def null_id(self, condition: str) -> int:
+        """The NULL id of a condition: one past its vocabulary."""
+        return {"text": self.text_vocab_size, "sketch": self.sketch_codebook_size,
+                "partial": self.partial_codebook_size}[condition]
+
+    def seq_len(self, condition: str) -> int:
+        return {"text": self.text_len, "sketch": self.sketch_len, "partial": self.partial_len}[condition]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "TransformerConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown TransformerConfig keys: {sorted(unknown)}")
+        return cls(**data)
+
+
+@dataclass
+class TransformerLoss:
+    """Named parts of the stage-2 loss (Eq. 14): total = ce + lambda3 * semantic."""
+
+    total: torch.Tensor
+    ce: torch.Tensor
+    semantic: torch.Tensor
+    accuracy: torch.Tensor  # top-1 accuracy on the scored image tokens (no gradient)
+
+
+class KVCache:
+    """A preallocated key/value cache: one tensor ``(layers, 2, B, heads, T_max, head_dim)``.
+
+    Keys and values are written in place; attention reads the filled prefix ``[:end]``.
+    """
+
+    def __init__(self, config: TransformerConfig, batch: int, max_len: int | None = None,
+                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
+        head_dim = config.width // config.heads
+        self.max_len = max_len or config.max_len
+        self.data = torch.empty(config.layers, 2, batch, config.heads, self.max_len, head_dim,
+                                dtype=dtype, device=device)
+
+    def layer(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.data[i, 0], self.data[i, 1]
+
+
+def soft_image_codes(logits: torch.Tensor, tau: float = 1.0, hard: bool = False) -> torch.Tensor:
+    """Differentiable code assignments for the semantic loss: ``(B, N[, G], K)`` probabilities.
+
+    ``hard=False``: softmax(logits / tau). ``hard=True``: straight-through Gumbel-softmax
+    (one-hot forward, soft gradient). The trainer feeds them to ``vqgan.decode_soft``.
+    """
+    if hard:
+        return F.gumbel_softmax(logits.float(), tau=tau, hard=True, dim=-1)
+    return torch.softmax(logits.float() / tau, dim=-1)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head attention with fused QKV and F.scaled_dot_product_attention."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.heads = config.heads
+        self.head_dim = config.width // config.heads
+        self.causal = config.causal
+        self.dropout = config.dropout
+        self.qkv = nn.Linear(config.width, 3 * config.width)
+        self.proj = nn.Linear(config.width, config.width)
+
+    def forward(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None = None,
+                start: int = 0) -> torch.Tensor:
+        B, T, D = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, hd)
+        if cache is not None:
+            if start and T > 1 and self.causal:
+                raise ValueError("cached attention takes a whole prefix (start 0) or one token at a time")
+            k_cache, v_cache = cache  # (B, H, T_max, hd)
+            k_cache[:, :, start : start + T] = k
+            v_cache[:, :, start : start + T] = v
+            k, v = k_cache[:, :, : start + T], v_cache[:, :, : start + T]
+        # With a cache and one query, the query sees the whole filled prefix: no mask.
+        is_causal = self.causal and T > 1
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=is_causal,
+                                           dropout_p=self.dropout if self.training else 0.0)  # (B, H, T, hd)
+        return self.proj(y.transpose(1, 2).reshape(B, T, D))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm GPT-2 block."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(config.width)
+        self.attn = SelfAttention(config)
+        self.ln2 = nn.LayerNorm(config.width)
+        self.mlp = nn.Sequential(
+            nn.Linear(config.width, 4 * config.width),
+            nn.GELU(approximate="tanh"),
+            nn.Linear(4 * config.width, config.width),
+        )
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x, cache=None, start: int = 0):
+        x = x + self.drop(self.attn(self.ln1(x), cache, start))
+        return x + self.drop(self.mlp(self.ln2(x)))
+
+
+class CrossModalTransformer(nn.Module):
+    """GPT (``causal=True``) or bidirectional masked-token model over conditions + image tokens."""
+
+    config_class = TransformerConfig
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.config = c = config
+        D, G, K = c.width, c.pq_groups, c.image_codebook_size
+        # +1 row: NULL for conditions, [MASK] for the image
+        self.text_emb = nn.Embedding(c.text_vocab_size + 1, D)
+        self.sketch_emb = nn.Embedding(c.sketch_codebook_size + 1, D)
+        self.partial_emb = nn.Embedding(c.partial_codebook_size + 1, D)
+        self.image_emb = nn.Embedding(G * (K + 1), D)  # G stacked sub-code tables
+        self.sep_emb = nn.Embedding(3, D)
+        self.type_emb = nn.Embedding(5, D)
+        self.pos_emb = nn.Embedding(c.max_len, D)
+        self.drop = nn.Dropout(c.dropout)
+        self.blocks = nn.ModuleList(Block(c) for _ in range(c.layers))
+        self.ln_f = nn.LayerNorm(D)
+        self.head = nn.Linear(D, G * K, bias=False)
+
+        types = torch.cat([
+            torch.full((c.text_len,), TYPE_TEXT), torch.tensor([TYPE_SEP]),
+            torch.full((c.sketch_len,), TYPE_SKETCH), torch.tensor([TYPE_SEP]),
+            torch.full((c.partial_len,), TYPE_PARTIAL), torch.tensor([TYPE_SEP]),
+            torch.full((c.image_len,), TYPE_IMAGE),
+        ])
+        self.register_buffer("type_ids", types, persistent=False)  # (T_max,)
+        self.register_buffer("group_offsets", torch.arange(G) * (K + 1), persistent=False)  # (G,)
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():
+            if name.endswith("attn.proj.weight") or name.endswith("mlp.2.weight"):
+                nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * c.layers))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, 0.0, 0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, 0.0, 0.02)
+
+    soft_image_codes = staticmethod(soft_image_codes)
+
+    # -- inputs -------------------------------------------------------------------------
+    def _position_terms(self, start: int, length: int) -> torch.Tensor:
+        """Position + token-type embedding for sequence positions [start, start+length): (T, D)."""
+        pos = torch.arange(start, start + length, device=self.type_ids.device)
+        return self.pos_emb(pos) + self.type_emb(self.type_ids[start : start + length])
+
+    def _condition_ids(self, name: str, ids: torch.Tensor | None, batch: int,
+                       drop: torch.Tensor | bool | None) -> torch.Tensor:
+        """(B, L) ids of one condition segment; absent or dropped rows become NULL."""
+        c, L, null = self.config, self.config.seq_len(name), self.config.null_id(name)
+        device = self.type_ids.device
+        if ids is None:
+            return torch.full((batch, L), null, dtype=torch.long, device=device)
+        if ids.dim() == 1:
+            ids = ids.unsqueeze(0)
+        if ids.shape[0] == 1 and batch > 1:
+            ids = ids.expand(batch, -1)
+        if ids.dim() != 2 or ids.shape[0] != batch:
+            raise ValueError(f"{name}_ids must be (B, {L}) with B = {batch}, got {tuple(ids.shape)}")
+        if name == "text" and ids.shape[1] < L:  # right-pad short text
+            ids = F.pad(ids, (0, L - ids.shape[1]), value=c.text_pad_id)
+        if ids.shape[1] != L:
+            raise ValueError(f"{name}_ids must have length {L}, got {ids.shape[1]}")
+        ids = ids.to(device=device, dtype=torch.long)
+        if drop is not None:
+            drop = torch.as_tensor(drop, device=device, dtype=torch.bool).reshape(-1, 1)  # (B|1, 1)
+            ids = torch.where(drop, torch.full_like(ids, null), ids)
+        return ids
+
+    def embed_prefix(self, text_ids=None, sketch_ids=None, partial_ids=None, batch: int | None = None,
+                     drop: Mapping[str, torch.Tensor | bool] | None = None) -> torch.Tensor:
+        """Embed ``[text][SEP][sketch][SEP][partial][SEP]``: (B, P, D)."""
+        drop = dict(drop or {})
+        unknown = set(drop) - set(CONDITIONS)
+        if unknown:
+            raise ValueError(f"drop has unknown conditions {sorted(unknown)}; use {CONDITIONS}")
+        if batch is None:
+            given = [x for x in (text_ids, sketch_ids, partial_ids) if x is not None and x.dim() == 2]
+            batch = given[0].shape[0] if given else 1
+        text = self._condition_ids("text", text_ids, batch, drop.get("text"))
+        sketch = self._condition_ids("sketch", sketch_ids, batch, drop.get("sketch"))
+        partial = self._condition_ids("partial", partial_ids, batch, drop.get("partial"))
+        sep = self.sep_emb.weight.unsqueeze(0).expand(batch, -1, -1)  # (B, 3, D)
+        h = torch.cat([
+            self.text_emb(text), sep[:, 0:1], self.sketch_emb(sketch), sep[:, 1:2],
+            self.partial_emb(partial), sep[:, 2:3],
+        ], dim=1)  # (B, P, D)
+        return h + self._position_terms(0, h.shape[1])
+
+    def embed_image(self, image_ids: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """Embed image tokens ``(B, n[, G])`` placed at image positions [start, start+n): (B, n, D)."""
+        c = self.config
+        if c.pq_groups > 1:
+            if image_ids.dim() != 3 or image_ids.shape[-1] != c.pq_groups:
+                raise ValueError(f"PQ image ids must be (B, n, {c.pq_groups}), got {tuple(image_ids.shape)}")
+            h = self.image_emb(image_ids + self.group_offsets).sum(-2)  # (B, n, D)
+        else:
+            if image_ids.dim() != 2:
+                raise ValueError(f"image ids must be (B, n), got {tuple(image_ids.shape)}")
+            h = self.image_emb(image_ids)  # (B, n, D)
+        return h + self._position_terms(c.prefix_len + start, image_ids.shape[1])
+
+    # -- trunk --------------------------------------------------------------------------
+    def run(self, h: torch.Tensor, cache: KVCache | None = None, start: int = 0) -> torch.Tensor:
+        """Blocks + final norm + head on embeddings ``h (B, T, D)`` at sequence offset ``start``.
+
+        Returns logits ``(B, T, [G,] K)``. With a cache, keys/values are written at
+        [start, start+T) and attention covers the whole filled prefix.
+        """
+        h = self.drop(h)
+        for i, block in enumerate(self.blocks):
+            h = block(h, None if cache is None else cache.layer(i), start)
+        logits = self.head(self.ln_f(h))  # (B, T, G*K)
+        if self.config.pq_groups > 1:
+            logits = logits.unflatten(-1, (self.config.pq_groups, self.config.image_codebook_size))
+        return logits
+
+    def forward(self, text_ids: torch.Tensor | None = None, sketch_ids: torch.Tensor | None = None,
+                partial_ids: torch.Tensor | None = None, image_ids: torch.Tensor | None = None,
+                drop: Mapping[str, torch.Tensor | bool] | None = None) -> torch.Tensor:
+        """Logits over image codes.
+
+        causal: ``image_ids (B, n[, G])`` with 0 <= n <= N; returns ``(B, min(n+1, N), [G,] K)``
+        where ``[:, t]`` predicts image token t from the conditions and tokens < t (so
+        n = N gives the usual (B, N, K) training logits, n < N also predicts token n).
+        bidirectional: ``image_ids (B, N[, G])`` possibly holding ``mask_id``; returns
+        ``(B, N, [G,] K)``, the prediction at every image position.
+        """
+        c = self.config
+        if image_ids is None:
+            raise ValueError("image_ids is required (use an empty (B, 0) tensor to predict token 0)")
+        B, n = image_ids.shape[:2]
+        if n > c.image_len:
+            raise ValueError(f"at most {c.image_len} image tokens, got {n}")
+        prefix = self.embed_prefix(text_ids, sketch_ids, partial_ids, batch=B, drop=drop)  # (B, P, D)
+        if c.causal:
+            fed = image_ids[:, : min(n, c.image_len - 1)]
+            h = torch.cat([prefix, self.embed_image(fed)], dim=1)  # (B, P + n', D)
+            return self.run(h)[:, c.prefix_len - 1 :]
+        if n != c.image_len:
+            raise ValueError(f"the bidirectional model takes all {c.image_len} image positions, got {n}")
+        h = torch.cat([prefix, self.embed_image(image_ids)], dim=1)  # (B, P + N, D)
+        return self.run(h)[:, c.prefix_len :]
+
+    # -- training -----------------------------------------------------------------------
+    def sample_condition_drop(self, batch: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Independent Bernoulli(cond_drop_prob[c]) per condition and sample: {c: (B,) bool}."""
+        drop = {}
+        for name in CONDITIONS:
+            u = torch.rand(batch, generator=generator)
+            drop[name] = (u < self.config.cond_drop_prob[name]).to(self.type_ids.device)
+        return drop
+
+    def sample_training_mask(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Which image positions the bidirectional model must predict: (B, N) bool.
+
+        M6-Fashion's four strategies with probabilities 0.7 / 0.1 / 0.1 / 0.1: a random
+        subset (ratio ~ U(0, 1], at least one token), everything, a random box on the token
+        grid, everything outside a random box. Non-square N uses strategies 1-2 only.
+        """
+        N = self.config.image_len
+        side = math.isqrt(N)
+        mask = torch.zeros(batch, N, dtype=torch.bool)
+        kind = torch.rand(batch, generator=generator)
+        for b in range(batch):
+            k = float(kind[b])
+            if side * side != N and k >= 0.8:
+                k = 0.0
+            if k < 0.7:
+                ratio = 1.0 - float(torch.rand(1, generator=generator))  # (0, 1]
+                count = max(1, round(ratio * N))
+                mask[b, torch.randperm(N, generator=generator)[:count]] = True
+            elif k < 0.8:
+                mask[b] = True
+            else:
+                h, w = (int(torch.randint(1, side + 1, (1,), generator=generator)) for _ in range(2))
+                y = int(torch.randint(0, side - h + 1, (1,), generator=generator))
+                x = int(torch.randint(0, side - w + 1, (1,), generator=generator))
+                box = torch.zeros(side, side, dtype=torch.bool)
+                box[y : y + h, x : x + w] = True
+                box = box.flatten()
+                mask[b] = box if k < 0.9 else ~box
+                if not mask[b].any():
+                    mask[b] = True
+        return mask.to(self.type_ids.device)
+
+    def loss(self, text_ids: torch.Tensor | None = None, sketch_ids: torch.Tensor | None = None,
+             partial_ids: torch.Tensor | None = None, image_ids: torch.Tensor | None = None,
+             generator: torch.Generator | None = None,
+             drop: Mapping[str, torch.Tensor | bool] | None = None,
+             semantic_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+             tau: float = 1.0, hard: bool = False) -> TransformerLoss:
+        """Stage-2 loss (Eq. 12-14) on a batch of image tokens ``(B, N[, G])``.
+
+        In training mode conditions are dropped at random (``generator`` seeds the draw,
+        pass one seeded per batch); ``drop`` overrides that. Cross entropy is on image
+        tokens only (causal: every token; bidirectional: the masked ones). When
+        ``config.semantic_loss`` and a ``semantic_fn`` are given, ``semantic_fn(probs)``
+        with ``probs = soft_image_codes(logits, tau, hard)`` adds ``lambda_semantic *`` it.
+        """
+        c = self.config
+        if image_ids is None:
+            raise ValueError("image_ids is required")
+        B = image_ids.shape[0]
+        if drop is None and self.training:
+            drop = self.sample_condition_drop(B, generator)
+        if c.causal:
+            logits = self(text_ids, sketch_ids, partial_ids, image_ids, drop=drop)  # (B, N, [G,] K)
+            scored = torch.ones(B, c.image_len, dtype=torch.bool, device=logits.device)
+        else:
+            scored = self.sample_training_mask(B, generator)  # (B, N)
+            fill = scored.unsqueeze(-1) if c.pq_groups > 1 else scored
+            masked = torch.where(fill, torch.full_like(image_ids, c.mask_id), image_ids)
+            logits = self(text_ids, sketch_ids, partial_ids, masked, drop=drop)
+        picked_logits, picked_targets = logits[scored], image_ids[scored]  # (M, [G,] K), (M[, G])
+        ce = F.cross_entropy(picked_logits.reshape(-1, c.image_codebook_size).float(), picked_targets.reshape(-1))
+        with torch.no_grad():
+            accuracy = (picked_logits.argmax(-1) == picked_targets).float().mean()
+        semantic = torch.zeros((), device=ce.device)
+        if c.semantic_loss and semantic_fn is not None:
+            semantic = semantic_fn(soft_image_codes(logits, tau=tau, hard=hard))
+        return TransformerLoss(total=ce + c.lambda_semantic * semantic, ce=ce, semantic=semantic, accuracy=accuracy)
+
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        """AdamW groups: decay Linear weights only; no decay for biases, norms and embeddings."""
+        decay, no_decay = [], []
+        for module in self.modules():
+            for name, p in module.named_parameters(recurse=False):
+                if not p.requires_grad:
+                    continue
+                (decay if isinstance(module, nn.Linear) and name == "weight" else no_decay).append(p)
+        return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # -- persistence --------------------------------------------------------------------
+    def save_pretrained(self, path: str | Path) -> None:
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / CONFIG_NAME).write_text(json.dumps({"model_type": MODEL_TYPE, **self.config.to_dict()}, indent=2))
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(path / WEIGHTS_NAME), metadata={"model_type": MODEL_TYPE})
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "CrossModalTransformer":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        config_file, weights_file = path / CONFIG_NAME, path / WEIGHTS_NAME
+        for file in (config_file, weights_file):
+            if not file.is_file():
+                raise FileNotFoundError(f"no {file.name} in {path}: not a saved CrossModalTransformer")
+        try:
+            data = json.loads(config_file.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{config_file} is not valid JSON: {err}") from err
+        if data.pop("model_type", None) != MODEL_TYPE:
+            raise ValueError(f"{config_file} is not a {MODEL_TYPE} config")
+        model = cls(TransformerConfig.from_dict(data))
+        try:
+            state = load_file(str(weights_file), device=str(map_location))
+        except (SafetensorError, OSError, ValueError) as err:
+            raise ValueError(f"{weights_file} is corrupt or not a safetensors file: {err}") from err
+        expected = model.state_dict()
+        missing, extra = set(expected) - set(state), set(state) - set(expected)
+        wrong = [k for k in set(expected) & set(state) if expected[k].shape != state[k].shape]
+        if missing or extra or wrong:
+            raise ValueError(
+                f"{weights_file} does not match {config_file}: missing {sorted(missing)[:5]}, "
+                f"unexpected {sorted(extra)[:5]}, wrong shape {sorted(wrong)[:5]}"
+            )
+        model.load_state_dict(state, strict=True)
+        return model
