@@ -17,9 +17,20 @@ helpers follow docs/ARCHITECTURE.md.
 from __future__ import annotations
 
 import math
+import warnings
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+import torch
+from torch.utils.data import Dataset, default_collate
+
+from armani.data.images import fit_image, fit_mask, load_image, load_mask
+
+if TYPE_CHECKING:  # only for annotations: keeps `import transforms` free of datasets/open_clip
+    import datasets
+
+    from armani.text import GarmentTokenizer
 
 BLANK_VALUE: int = 127  # uint8 value of blanked pixels; maps to ~0 in [-1, 1]
 
@@ -117,3 +128,141 @@ def random_partial(
     image = _check_uint8_image(image)
     keep = random_keep_mask(image.shape[0], image.shape[1], rng, keep_fraction)
     return partial_from_mask(image, keep), keep
+
+
+# -- tensors (docs/ARCHITECTURE.md contracts) -----------------------------------------------
+def image_tensor(image: np.ndarray) -> torch.Tensor:
+    """uint8 (H, W, 3) RGB -> float32 (3, H, W) in [-1, 1]."""
+    image = _check_uint8_image(image)
+    if image.ndim != 3:
+        raise ValueError(f"image_tensor needs an RGB (H, W, 3) image, got shape {image.shape}")
+    return torch.from_numpy(image.astype(np.float32)).permute(2, 0, 1) / 127.5 - 1.0  # (3, H, W)
+
+
+def sketch_tensor(edges: np.ndarray) -> torch.Tensor:
+    """uint8 (H, W) edge map (255 = edge) -> float32 (1, H, W): edges +1, background -1."""
+    edges = np.asarray(edges)
+    if edges.ndim != 2:
+        raise ValueError(f"a sketch must be a 2-D edge map, got shape {edges.shape}")
+    return torch.from_numpy(np.where(edges > 127, 1.0, -1.0).astype(np.float32))[None]  # (1, H, W)
+
+
+def partial_tensors(image: np.ndarray, keep_mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Image + kept region -> (partial (3, H, W) in [-1, 1] with blanked pixels exactly 0,
+    keep_mask float32 (1, H, W), 1 = kept)."""
+    keep = torch.from_numpy(np.asarray(keep_mask, dtype=bool).astype(np.float32))[None]  # (1, H, W)
+    # Multiply rather than convert the 127 fill: 127 / 127.5 - 1 is not exactly 0.
+    return image_tensor(image) * keep, keep
+
+
+# -- torch Dataset --------------------------------------------------------------------------
+class GarmentTorchDataset(Dataset):
+    """A torch view of a garment ``datasets.Dataset`` (columns from ``load_garment_dataset``).
+
+    Each item is a dict (see docs/ARCHITECTURE.md, "A training batch"): ``image`` (3, S, S),
+    ``mask`` int64 (S, S) (all background and ``has_mask`` False when the row has none),
+    ``has_mask`` bool, ``text_ids`` (L,), ``caption`` str, ``sketch`` (1, S, S),
+    ``partial`` (3, S, S), ``keep_mask`` (1, S, S), ``index`` int64.
+
+    Images of another size are letterboxed to S x S (``fit_image``: LANCZOS, white
+    padding; masks with nearest and background padding, so both stay aligned). The only
+    random choice, the partial crop, uses ``np.random.default_rng((seed, epoch, index))``:
+    the same item is byte-identical in any worker, process or resumed run, and changes
+    from epoch to epoch. Call :meth:`set_epoch` before each epoch; with a DataLoader keep
+    ``persistent_workers=False`` so that workers see the new epoch.
+    """
+
+    def __init__(
+        self,
+        hf_dataset: datasets.Dataset,
+        image_size: int,
+        tokenizer: GarmentTokenizer,
+        seed: int = 0,
+        sketch_thresholds: tuple[int, int] = (100, 200),
+        keep_fraction: float = 0.25,
+    ):
+        missing = {"image", "caption"} - set(hf_dataset.column_names)
+        if missing:
+            raise ValueError(
+                f"the dataset lacks column(s) {sorted(missing)}; it has {hf_dataset.column_names}. "
+                "Load it with armani.data.loader.load_garment_dataset to map its columns."
+            )
+        self.dataset = hf_dataset.with_format(None)  # python objects (PIL images), whatever the caller set
+        self.image_size = int(image_size)
+        self.tokenizer = tokenizer
+        self.seed = int(seed)
+        self.sketch_thresholds = (int(sketch_thresholds[0]), int(sketch_thresholds[1]))
+        self.keep_fraction = float(keep_fraction)
+        self.epoch = 0
+        self._has_mask_column = "mask" in hf_dataset.column_names
+        self._warned_truncation = False
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def rng(self, index: int) -> np.random.Generator:
+        """The generator of row ``index`` for the current epoch."""
+        return np.random.default_rng((self.seed, self.epoch, index))
+
+    def __getitem__(self, index: int) -> dict:
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"index {index} out of range for a dataset of {n} rows")
+        index = int(index) % n
+        row = self.dataset[index]
+        size = self.image_size
+
+        pil = load_image(row["image"])
+        stored_size = pil.size
+        if stored_size != (size, size):
+            pil = fit_image(pil, size)
+        image = np.asarray(pil)  # (S, S, 3) uint8
+
+        raw_mask = row.get("mask") if self._has_mask_column else None
+        has_mask = raw_mask is not None
+        if has_mask:
+            mask = load_mask(raw_mask, size=stored_size)  # (h, w) int64, checked against its image
+            if mask.shape != (size, size):
+                mask = fit_mask(mask, size)
+        else:
+            mask = np.zeros((size, size), dtype=np.int64)
+
+        caption = row["caption"] or ""
+        tokens = self.tokenizer([caption], warn=False)
+        if tokens.truncated[0] and not self._warned_truncation:
+            self._warned_truncation = True
+            warnings.warn(
+                f"some captions are longer than the context length ({self.tokenizer.context_length} tokens) "
+                f"and are truncated, e.g. row {index}: {caption[:60]!r}",
+                stacklevel=2,
+            )
+
+        low, high = self.sketch_thresholds
+        edges = canny_sketch(image, low=low, high=high)
+        partial, keep = random_partial(image, self.rng(index), self.keep_fraction)
+        partial_t, keep_t = partial_tensors(image, keep)
+        return {
+            "image": image_tensor(image),  # (3, S, S)
+            "mask": torch.from_numpy(mask),  # (S, S) int64
+            "has_mask": torch.tensor(has_mask),
+            "text_ids": tokens.ids[0],  # (L,)
+            "caption": caption,
+            "sketch": sketch_tensor(edges),  # (1, S, S)
+            "partial": partial_t,  # (3, S, S)
+            "keep_mask": keep_t,  # (1, S, S)
+            "index": torch.tensor(index, dtype=torch.int64),
+        }
+
+
+def collate(samples: list[dict]) -> dict:
+    """Stack a list of :class:`GarmentTorchDataset` items into a batch.
+
+    Tensors are stacked along a new batch dim (``has_mask`` (B,) bool, ``index`` (B,)
+    int64, ...) and captions become a list of str: exactly torch's ``default_collate``.
+    """
+    if not samples:
+        raise ValueError("cannot collate an empty list of samples")
+    return default_collate(samples)
