@@ -84,7 +84,7 @@ class VGGPerceptual(_FrozenFeatureDistance):
 
     def __init__(self, weights_path: str | Path):
         super().__init__()
-        from torchvision.models import vgg16
+        from torchvision.models.vgg import cfgs, make_layers
 
         path = Path(weights_path)
         if not path.is_file():
@@ -96,7 +96,8 @@ class VGGPerceptual(_FrozenFeatureDistance):
             state = load_file(str(path))
         except (SafetensorError, OSError) as err:
             raise ValueError(f"{path} is not a readable safetensors file: {err}") from err
-        net = vgg16(weights=None).features[: VGG16_TAPS[-1] + 1]
+        # torchvision's vgg16().features, built without the 120M-parameter classifier
+        net = make_layers(cfgs["D"])[: VGG16_TAPS[-1] + 1]
         features = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
         try:
             net.load_state_dict(features, strict=True)

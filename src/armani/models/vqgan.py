@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from einops import rearrange
@@ -41,6 +42,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from vector_quantize_pytorch import VectorQuantize
+
+from armani.configuration import from_dict as _config_from_dict
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -71,7 +74,7 @@ class VQGANConfig:
     # quantiser
     code_dim: int = 64
     codebook_size: int = 512
-    quantizer: str = "vq"  # "vq" | "pq"
+    quantizer: Literal["vq", "pq"] = "vq"
     pq_groups: int = 4
     ema_decay: float = 0.99
     kmeans_init: bool = True
@@ -84,7 +87,7 @@ class VQGANConfig:
     semantic_loss: bool = True
     lambda_vq: float = 0.9
     lambda_semantic: float = 0.1
-    perceptual: str = "segmenter"  # "lpips" | "segmenter" | "none"
+    perceptual: Literal["lpips", "segmenter", "none"] = "segmenter"  # see armani.models.perceptual
     perceptual_weights: str | None = None  # local safetensors with VGG16 weights, for "lpips"
     perceptual_weight: float = 1.0
     l1_weight: float = 1.0
@@ -126,11 +129,8 @@ class VQGANConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "VQGANConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown VQGANConfig keys: {unknown}")
-        return cls(**data)
+        """Strict: unknown keys and ill-typed values raise ``ConfigError`` (a ValueError)."""
+        return _config_from_dict(cls, data)
 
 
 @dataclass
