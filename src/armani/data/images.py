@@ -138,23 +138,23 @@ def tensor_to_pil(t: torch.Tensor) -> Image.Image | list[Image.Image]:
     return Image.fromarray(np.ascontiguousarray(arr[:, :, 0] if arr.shape[2] == 1 else arr))
 
 
-def load_mask(x: str | Path | Image.Image | np.ndarray, size: int | tuple[int, int] | None = None) -> np.ndarray:
+def load_mask(x: str | Path | bytes | Image.Image | np.ndarray, size: int | tuple[int, int] | None = None) -> np.ndarray:
     """Load a part mask (one channel of part ids 0..14) as int64 (H, W).
 
     ``size`` is the size of the image the mask belongs to, ``(width, height)`` as PIL
     gives it (an int means square); a mask of another size is an error rather than being
     silently stretched. RGB masks whose three channels are equal are accepted.
     """
-    if isinstance(x, (str, Path)):
-        path = Path(x)
-        if not path.is_file():
-            raise ImageInputError(f"no mask file at {path}")
+    if isinstance(x, (str, Path, bytes, bytearray)):
+        if isinstance(x, (str, Path)) and not Path(x).is_file():
+            raise ImageInputError(f"no mask file at {x}")
+        src = io.BytesIO(bytes(x)) if isinstance(x, (bytes, bytearray)) else x
         try:
-            with Image.open(path) as opened:
+            with Image.open(src) as opened:
                 opened.load()
                 x = opened.copy()
-        except (UnidentifiedImageError, OSError) as err:
-            raise ImageInputError(f"{path.name} is not a readable mask image ({err})") from err
+        except (UnidentifiedImageError, OSError, SyntaxError) as err:
+            raise ImageInputError(f"{_describe(src)} is not a readable mask image ({err})") from err
     if isinstance(x, Image.Image):
         if x.mode in ("RGB", "RGBA"):
             x = np.asarray(x)[:, :, :3]

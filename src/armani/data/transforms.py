@@ -18,18 +18,18 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import cv2
+import datasets
 import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
 
 from armani.data.images import fit_image, fit_mask, load_image, load_mask
 
-if TYPE_CHECKING:  # only for annotations: keeps `import transforms` free of datasets/open_clip
-    import datasets
-
+if TYPE_CHECKING:  # only for annotations: keeps `import transforms` free of open_clip
     from armani.text import GarmentTokenizer
 
 BLANK_VALUE: int = 127  # uint8 value of blanked pixels; maps to ~0 in [-1, 1]
@@ -187,7 +187,12 @@ class GarmentTorchDataset(Dataset):
                 f"the dataset lacks column(s) {sorted(missing)}; it has {hf_dataset.column_names}. "
                 "Load it with armani.data.loader.load_garment_dataset to map its columns."
             )
-        self.dataset = hf_dataset.with_format(None)  # python objects (PIL images), whatever the caller set
+        # Decode images ourselves (load_image), so a corrupt file is a clear error naming the row.
+        ds = hf_dataset.with_format(None)
+        for column in ("image", "mask"):
+            if column in ds.column_names and isinstance(ds.features[column], datasets.Image):
+                ds = ds.cast_column(column, datasets.Image(decode=False))
+        self.dataset = ds
         self.image_size = int(image_size)
         self.tokenizer = tokenizer
         self.seed = int(seed)
@@ -215,7 +220,7 @@ class GarmentTorchDataset(Dataset):
         row = self.dataset[index]
         size = self.image_size
 
-        pil = load_image(row["image"])
+        pil = _decode_cell(row["image"], index, "image", load_image)
         stored_size = pil.size
         if stored_size != (size, size):
             pil = fit_image(pil, size)
@@ -224,7 +229,7 @@ class GarmentTorchDataset(Dataset):
         raw_mask = row.get("mask") if self._has_mask_column else None
         has_mask = raw_mask is not None
         if has_mask:
-            mask = load_mask(raw_mask, size=stored_size)  # (h, w) int64, checked against its image
+            mask = _decode_cell(raw_mask, index, "mask", lambda m: load_mask(m, size=stored_size))  # (h, w) int64
             if mask.shape != (size, size):
                 mask = fit_mask(mask, size)
         else:
@@ -255,6 +260,20 @@ class GarmentTorchDataset(Dataset):
             "keep_mask": keep_t,  # (1, S, S)
             "index": torch.tensor(index, dtype=torch.int64),
         }
+
+
+def _decode_cell(cell: Any, index: int, column: str, decode: Callable[[Any], Any]) -> Any:
+    """Decode one image/mask cell (``{"bytes", "path"}``, path, PIL or array) naming the row on error."""
+    where = f"row {index}"
+    if isinstance(cell, dict):
+        where += f" ({cell['path']})" if cell.get("path") else ""
+        cell = cell["bytes"] if cell.get("bytes") is not None else cell.get("path")
+        if cell is None:
+            raise ValueError(f"{where}: the {column} cell holds neither bytes nor a path")
+    try:
+        return decode(cell)
+    except ValueError as err:
+        raise ValueError(f"{where}: bad {column}: {err}") from err
 
 
 def collate(samples: list[dict]) -> dict:
