@@ -13,7 +13,9 @@ Other columns are dropped. Sources, tried in this order:
 
 1. a folder written by ``save_to_disk`` (a ``Dataset`` or a ``DatasetDict``);
 2. a local image folder with ``metadata.jsonl`` / ``metadata.csv``
-   (``load_dataset("imagefolder", data_dir=...)``, so the image column is called ``image``);
+   (``load_dataset("imagefolder", data_dir=...)``, so the image column is called ``image``;
+   a metadata field ``mask_file_name`` pointing at an ``L`` PNG becomes a ``mask`` image
+   column: pass ``mask_column="mask"``);
 3. another local folder (``datasets`` infers the format: parquet, json, csv, ...);
 4. a local ``.parquet`` / ``.json`` / ``.jsonl`` / ``.csv`` file; relative image paths
    in json/csv/parquet files are resolved against the file's folder;
