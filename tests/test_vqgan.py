@@ -359,3 +359,36 @@ def test_control_signal_tokenizers(in_channels):
     assert model.decode(model.encode(x)).shape == x.shape
     with pytest.raises(ValueError, match="out_channels=3"):
         VQGANLoss(dataclasses.replace(config, semantic_loss=True), StubSegmenter(), StubMaskCLIP())
+
+
+def test_stage1_step_with_the_real_maskclip_and_segmenter():
+    """Eq. 9-11 end to end with tiny real MaskCLIP / segmenter: words in, codes and words out."""
+    from armani.codebook_health import token_words, words_per_code
+    from armani.models.maskclip import MaskCLIP, MaskCLIPConfig
+    from armani.models.segmenter import Segmenter, SegmenterConfig
+    from armani.text import GarmentTokenizer
+
+    torch.manual_seed(0)
+    captions = ["a red shirt with five buttons", "a blue hoodie with a zip and two pockets"]
+    tok = GarmentTokenizer.from_corpus(captions, context_length=12)
+    text = tok(captions)
+    clip = MaskCLIP(MaskCLIPConfig.from_tokenizer(
+        tok, image_size=32, grid=8, vision_width=16, vision_layers=1, vision_heads=2,
+        text_width=16, text_layers=1, text_heads=2, embed_dim=8))
+    seg = Segmenter(SegmenterConfig(base_channels=8, channel_mults=(1, 2), groups=4))
+    config = tiny_config(fusion=True, fusion_dim=clip.config.embed_dim, semantic_loss=True,
+                         perceptual="segmenter", gan_start_step=100)
+    model, loss_fn = VQGAN(config).train(), VQGANLoss(config, segmenter=seg, maskclip=clip)
+    x = images(2)
+    with torch.no_grad():
+        word_tokens, word_index = clip.best_words(x, seg.probs(x), text.ids)
+    assert word_tokens.shape == (2, model.num_tokens, 8)
+    out = model(x, word_tokens, word_index)
+    parts = loss_fn(x, out, step=0, last_layer=model.last_layer_weight, text_ids=text.ids)
+    parts.total.backward()
+    assert parts.semantic.item() > 0 and parts.perceptual.item() > 0
+    assert model.word_proj.weight.grad is not None and model.word_proj.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in list(clip.parameters()) + list(seg.parameters()))
+    table = words_per_code(out.ids, word_index, token_words(text.word_ids, text.words))
+    fused_words = {w for row in table.values() for w, _ in row}
+    assert fused_words and fused_words <= set(text.words[0]) | set(text.words[1])
