@@ -32,11 +32,13 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
 import torch
+import torch.distributed as dist
 from einops import rearrange
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -82,7 +84,7 @@ class VQGANConfig:
     commitment_weight: float = 0.25
     # cross-modal fusion (Eq. 9)
     fusion: bool = True
-    fusion_dim: int = 256  # MaskCLIP embed_dim
+    fusion_dim: int = 512  # MaskCLIP embed_dim (MaskCLIPConfig default)
     # losses (Eq. 11)
     semantic_loss: bool = True
     lambda_vq: float = 0.9
@@ -249,6 +251,18 @@ class VQGAN(nn.Module):
         self.decoder = Decoder(config)
         self.word_proj = nn.Linear(config.fusion_dim, config.code_dim) if config.fusion else None
         groups = config.pq_groups if config.quantizer == "pq" else 1
+        # Decided here, not by the library's cached probe (which, if first asked before the
+        # process group exists, answers "not distributed" for the rest of the process).
+        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        kmeans_init = config.kmeans_init
+        if kmeans_init and distributed and groups > 1:
+            # vector-quantize-pytorch cannot k-means-initialise several codebooks across ranks
+            warnings.warn(
+                "k-means init of a product-quantised codebook is not supported under data "
+                "parallelism; using random init with dead-code restarts instead",
+                stacklevel=2,
+            )
+            kmeans_init = False
         self.quantizer = VectorQuantize(
             dim=config.code_dim,
             codebook_size=config.codebook_size,
@@ -256,8 +270,9 @@ class VQGAN(nn.Module):
             heads=groups,
             separate_codebook_per_head=groups > 1,
             decay=config.ema_decay,
-            kmeans_init=config.kmeans_init,
+            kmeans_init=kmeans_init,
             threshold_ema_dead_code=config.dead_code_threshold,
+            sync_codebook=distributed,  # EMA statistics all-reduced across ranks
             commitment_weight=config.commitment_weight,
             rotation_trick=False,  # plain straight-through estimator, as in VQGAN
             channel_last=True,  # (B, N, D)
@@ -330,7 +345,9 @@ class VQGAN(nn.Module):
         """(B, N, D) -> (z_q (B, N, D), ids (B, N[, G]), commit_loss).
 
         In training mode the library updates the codebook by EMA (and restarts dead codes);
-        ``update_codebook=False`` leaves it untouched.
+        ``update_codebook=False`` leaves it untouched. One exception, the library's: with
+        ``kmeans_init`` a codebook that was never initialised is k-means-initialised by the
+        first call of any kind (a trained or loaded model is always initialised).
         """
         z_q, ids, commit = self.quantizer(z_tilde, freeze_codebook=not update_codebook)
         return z_q, ids, commit
