@@ -439,14 +439,14 @@ class VQGAN(nn.Module):
             raise CheckpointError(f"{config_file} is not a valid VQGANConfig: {err}") from err
         model = cls(config)
         try:
-            state = load_file(str(weights_file), device=str(map_location))
+            state = load_file(str(weights_file))
             model.load_state_dict(state, strict=True)
         except (SafetensorError, RuntimeError, OSError) as err:
             raise CheckpointError(
                 f"cannot load {weights_file} into a VQGAN built from {config_file} "
                 f"(corrupt file, or weights from another config): {err}"
             ) from err
-        return model
+        return model.to(map_location)
 
 
 __all__ = ["CheckpointError", "VQGAN", "VQGANConfig", "VQGANOutput"]
