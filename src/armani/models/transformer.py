@@ -186,11 +186,16 @@ class SelfAttention(nn.Module):
         self.dropout = config.dropout
         self.qkv = nn.Linear(config.width, 3 * config.width)
         self.proj = nn.Linear(config.width, config.width)
+        # Set by samplers running bf16 weights on CPU: there bf16 SDPA is several times
+        # slower than float32 (measured), so attention (and the KV cache) stay float32.
+        self.attention_dtype: torch.dtype | None = None
 
     def forward(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None = None,
                 start: int = 0) -> torch.Tensor:
         B, T, D = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, hd)
+        if self.attention_dtype is not None and q.dtype != self.attention_dtype:
+            q, k, v = (t.to(self.attention_dtype) for t in (q, k, v))
         if cache is not None:
             if start and T > 1 and self.causal:
                 raise ValueError("cached attention takes a whole prefix (start 0) or one token at a time")
@@ -202,7 +207,7 @@ class SelfAttention(nn.Module):
         is_causal = self.causal and T > 1
         y = F.scaled_dot_product_attention(q, k, v, is_causal=is_causal,
                                            dropout_p=self.dropout if self.training else 0.0)  # (B, H, T, hd)
-        return self.proj(y.transpose(1, 2).reshape(B, T, D))
+        return self.proj(y.transpose(1, 2).reshape(B, T, D).to(x.dtype))
 
 
 class Block(nn.Module):
