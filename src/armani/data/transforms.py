@@ -285,3 +285,9 @@ def collate(samples: list[dict]) -> dict:
     if not samples:
         raise ValueError("cannot collate an empty list of samples")
     return default_collate(samples)
+
+
+def partial_tokenizer_input(partial: torch.Tensor, keep_mask: torch.Tensor) -> torch.Tensor:
+    """What the partial-image tokenizer reads: (B, 3, H, W) partial + (B, 1, H, W) keep mask
+    -> (B, 4, H, W), the mask rescaled to [-1, 1] like the image channels."""
+    return torch.cat([partial, keep_mask.to(partial.dtype) * 2 - 1], dim=1)

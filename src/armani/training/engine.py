@@ -113,6 +113,9 @@ class Stage:
         ]
         return {"main": torch.optim.AdamW(groups, lr=self.optim.lr, betas=self.optim.betas)}
 
+    def on_prepared(self) -> None:
+        """Called once ``self.models`` etc. hold the prepared (device-placed, wrapped) objects."""
+
     def train_dataset(self) -> torch.utils.data.Dataset:
         raise NotImplementedError
 
@@ -154,7 +157,8 @@ class Stage:
         opt.zero_grad(set_to_none=True)
 
     def unwrap(self, name: str) -> nn.Module:
-        return self.accelerator.unwrap_model(self.models[name])
+        """The bare model behind ``self.models[name]`` (no DDP/compile wrapper, no adapter)."""
+        return inner_model(self.accelerator.unwrap_model(self.models[name]))
 
     def stage_dir(self, name: str | None = None) -> Path:
         return self.run_dir / (name or self.name)
@@ -268,6 +272,7 @@ class Trainer:
             self.val_loader = acc.prepare(
                 torch.utils.data.DataLoader(val, batch_size=optim.batch_size, shuffle=False, collate_fn=st.collate_fn())
             )
+        st.on_prepared()
         if acc.is_main_process and acc.log_with:
             from armani.configuration import to_dict
 
@@ -421,3 +426,25 @@ def _flat_hparams(d: dict, prefix: str = "") -> dict[str, Any]:
 
 def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
+
+
+class ForwardAs(nn.Module):
+    """Route ``forward`` to another method of a model (e.g. ``loss``).
+
+    DistributedDataParallel only synchronises gradients for computations that go through
+    the wrapped module's ``forward``; preparing ``ForwardAs(model, "loss")`` lets a stage
+    call ``self.models[name](...)`` for a model whose training entry point is a method.
+    """
+
+    def __init__(self, model: nn.Module, method: str):
+        super().__init__()
+        self.model = model
+        self.method = method
+
+    def forward(self, *args, **kwargs):
+        return getattr(self.model, self.method)(*args, **kwargs)
+
+
+def inner_model(module: nn.Module) -> nn.Module:
+    """Unwrap a :class:`ForwardAs` adapter (after Accelerate's own unwrap)."""
+    return module.model if isinstance(module, ForwardAs) else module

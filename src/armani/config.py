@@ -1,0 +1,218 @@
+"""ARMANI's config tree and its three presets: ``tiny`` (CI minutes), ``default`` (the
+shipped checkpoint, trainable on a 2-core CPU) and ``paper`` (the paper's sizes, for GPUs).
+
+Every model keeps its own ``XConfig`` dataclass beside its code; this module only
+composes them, adds data and optimisation settings, and keeps the fields that must agree
+across models in sync (:meth:`ArmaniConfig.resolved`): the MaskCLIP grid is the stage-1
+token grid, the transformer's vocabularies are the tokenizers' codebooks, and the text
+ids come from the tokenizer. Derived fields are always overwritten from their source.
+
+Load one with :func:`load_config`: a preset name or a YAML file (which may start from a
+preset with ``preset: default``), then ``section.key=value`` overrides. Unknown keys fail.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from armani.configuration import ConfigError, load_yaml, merge, parse_overrides, to_dict
+from armani.models.maskclip import MaskCLIPConfig
+from armani.models.segmenter import SegmenterConfig
+from armani.models.transformer import TransformerConfig
+from armani.models.vqgan import VQGANConfig
+from armani.training.engine import OptimConfig
+
+
+@dataclass
+class DataConfig:
+    """Where training data comes from and how samples are prepared."""
+
+    source: str = "procedural"  # "procedural", a hub id, a local imagefolder/saved dataset/parquet
+    image_size: int = 64
+    num_train: int = 20_000  # procedural only
+    num_val: int = 1_000
+    num_heldout: int = 500
+    seed: int = 0
+    cache_dir: str = "data"  # procedural datasets are generated here once and reused
+    heldout: bool = True  # keep the held-out attribute combinations out of training
+    train_split: str = "train"  # for real data sources
+    val_split: str | None = "validation"
+    image_column: str = "image"
+    caption_column: str = "caption"
+    mask_column: str | None = "mask"
+    context_length: int = 48  # procedural captions: 99th percentile 41 tokens, max 46
+    vocab: Literal["compact", "full"] = "compact"  # see armani.text
+    sketch_low: int = 100
+    sketch_high: int = 200
+    keep_fraction: float = 0.25
+
+
+@dataclass
+class TrainConfig:
+    """Run-wide settings, plus one OptimConfig per stage."""
+
+    seed: int = 0
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    tracker: Literal["tensorboard", "none"] = "tensorboard"
+    segmenter: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-3, max_steps=1500, batch_size=32))
+    maskclip: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-4, max_steps=3000, batch_size=64))
+    vqgan: OptimConfig = field(default_factory=lambda: OptimConfig(lr=4e-4, max_steps=4000, batch_size=32))
+    sketch_tokenizer: OptimConfig = field(default_factory=lambda: OptimConfig(lr=4e-4, max_steps=1500, batch_size=32))
+    partial_tokenizer: OptimConfig = field(default_factory=lambda: OptimConfig(lr=4e-4, max_steps=1500, batch_size=32))
+    transformer: OptimConfig = field(default_factory=lambda: OptimConfig(lr=8e-4, max_steps=6000, batch_size=32))
+
+
+def _sketch_tokenizer(image_size: int, base: int, mult: tuple[int, ...], codes: int) -> VQGANConfig:
+    return VQGANConfig(
+        image_size=image_size, in_channels=1, out_channels=1, base_channels=base, channel_mult=mult,
+        codebook_size=codes, code_dim=32, fusion=False, semantic_loss=False, perceptual="none",
+        lambda_vq=1.0, lambda_semantic=0.0,
+    )
+
+
+def _partial_tokenizer(image_size: int, base: int, mult: tuple[int, ...], codes: int) -> VQGANConfig:
+    return VQGANConfig(
+        image_size=image_size, in_channels=4, out_channels=3, base_channels=base, channel_mult=mult,
+        codebook_size=codes, code_dim=32, fusion=False, semantic_loss=False, perceptual="none",
+        lambda_vq=1.0, lambda_semantic=0.0,
+    )
+
+
+@dataclass
+class ArmaniConfig:
+    name: str = "default"
+    data: DataConfig = field(default_factory=DataConfig)
+    segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
+    maskclip: MaskCLIPConfig = field(default_factory=MaskCLIPConfig)
+    vqgan: VQGANConfig = field(default_factory=VQGANConfig)
+    sketch_tokenizer: VQGANConfig = field(default_factory=lambda: _sketch_tokenizer(64, 32, (1, 2, 2, 2), 256))
+    partial_tokenizer: VQGANConfig = field(default_factory=lambda: _partial_tokenizer(64, 32, (1, 2, 2, 2), 256))
+    transformer: TransformerConfig = field(default_factory=TransformerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def resolved(self, tokenizer=None) -> "ArmaniConfig":
+        """A copy whose cross-model fields agree (see the module docstring)."""
+        size = self.data.image_size
+        vq = dataclasses.replace(self.vqgan, image_size=size, fusion_dim=self.maskclip.embed_dim)
+        sk = dataclasses.replace(self.sketch_tokenizer, image_size=size)
+        pa = dataclasses.replace(self.partial_tokenizer, image_size=size)
+        grid = size // 2 ** (len(vq.channel_mult) - 1)
+        mc = dataclasses.replace(self.maskclip, image_size=size, grid=grid, context_length=self.data.context_length)
+        tr_updates = dict(
+            text_len=self.data.context_length,
+            image_codebook_size=vq.codebook_size // (vq.pq_groups if vq.quantizer == "pq" else 1),
+            image_len=grid * grid,
+            pq_groups=vq.pq_groups if vq.quantizer == "pq" else 1,
+            sketch_codebook_size=sk.codebook_size,
+            sketch_len=(size // 2 ** (len(sk.channel_mult) - 1)) ** 2,
+            partial_codebook_size=pa.codebook_size,
+            partial_len=(size // 2 ** (len(pa.channel_mult) - 1)) ** 2,
+        )
+        if tokenizer is not None:
+            mc = dataclasses.replace(
+                mc, vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id,
+                sot_id=tokenizer.sot_id, eot_id=tokenizer.eot_id,
+            )
+            tr_updates.update(
+                text_vocab_size=tokenizer.vocab_size, text_pad_id=tokenizer.pad_id,
+                text_sot_id=tokenizer.sot_id, text_eot_id=tokenizer.eot_id,
+            )
+        tr = dataclasses.replace(self.transformer, **tr_updates)
+        return dataclasses.replace(self, vqgan=vq, sketch_tokenizer=sk, partial_tokenizer=pa, maskclip=mc, transformer=tr)
+
+
+def _optim(**kw) -> OptimConfig:
+    return OptimConfig(**kw)
+
+
+def tiny() -> ArmaniConfig:
+    """Seconds-per-stage sizes for tests and CI: 32 px images, an 8x8 token grid."""
+    fast = dict(batch_size=8, warmup_steps=2, max_steps=6, log_every=2, eval_every=0, checkpoint_every=3)
+    return ArmaniConfig(
+        name="tiny",
+        data=DataConfig(image_size=32, num_train=96, num_val=16, num_heldout=8),
+        segmenter=SegmenterConfig(base_channels=8, channel_mults=(1, 2), groups=4),
+        maskclip=MaskCLIPConfig(vision_width=32, vision_layers=1, vision_heads=2, text_width=32,
+                                text_layers=1, text_heads=2, embed_dim=32),
+        vqgan=VQGANConfig(base_channels=16, channel_mult=(1, 2, 2), num_res_blocks=1, attention=False,
+                          code_dim=16, codebook_size=64, gan_start_step=3, disc_channels=8, disc_layers=2,
+                          kmeans_init=False),
+        sketch_tokenizer=dataclasses.replace(_sketch_tokenizer(32, 8, (1, 2, 2, 2), 32), kmeans_init=False,
+                                             attention=False, disc_channels=8, disc_layers=2),
+        partial_tokenizer=dataclasses.replace(_partial_tokenizer(32, 8, (1, 2, 2, 2), 32), kmeans_init=False,
+                                              attention=False, disc_channels=8, disc_layers=2),
+        transformer=TransformerConfig(width=32, layers=1, heads=2),
+        train=TrainConfig(
+            mixed_precision="no", tracker="none",
+            segmenter=_optim(lr=3e-3, **fast), maskclip=_optim(lr=1e-3, **fast), vqgan=_optim(lr=1e-3, **fast),
+            sketch_tokenizer=_optim(lr=1e-3, **fast), partial_tokenizer=_optim(lr=1e-3, **fast),
+            transformer=_optim(lr=1e-3, **fast),
+        ),
+    )
+
+
+def default() -> ArmaniConfig:
+    """The shipped checkpoint: 64 px, 16x16 image tokens (256, as in the paper)."""
+    return ArmaniConfig(
+        name="default",
+        data=DataConfig(image_size=64),
+        segmenter=SegmenterConfig(base_channels=24, channel_mults=(1, 2, 4), groups=8),
+        maskclip=MaskCLIPConfig(vision_width=128, vision_layers=4, vision_heads=4, text_width=128,
+                                text_layers=4, text_heads=4, embed_dim=128),
+        vqgan=VQGANConfig(base_channels=48, channel_mult=(1, 2, 2), num_res_blocks=1, code_dim=64,
+                          codebook_size=512, gan_start_step=2000),
+        transformer=TransformerConfig(width=256, layers=4, heads=8, dropout=0.1),
+    )
+
+
+def paper() -> ArmaniConfig:
+    """The paper's sizes (Sec. 4): 256 px, 16x16 codes, codebook 1024, CLIP-sized MaskCLIP
+    (text 12 layers / 8 heads / 512 wide, ViT-B/16 image side), GPT2-medium-like stage 2
+    (16 heads, 1024 wide, 16 blocks), lr 6e-6 (stage 1) and 8e-4 (stage 2). For GPUs."""
+    return ArmaniConfig(
+        name="paper",
+        data=DataConfig(image_size=256, num_train=500_000, context_length=77, vocab="full"),
+        segmenter=SegmenterConfig(base_channels=64, channel_mults=(1, 2, 4, 8), groups=32),
+        maskclip=MaskCLIPConfig(vision_width=768, vision_layers=12, vision_heads=12, text_width=512,
+                                text_layers=12, text_heads=8, embed_dim=512),
+        vqgan=VQGANConfig(base_channels=128, channel_mult=(1, 1, 2, 2, 4), num_res_blocks=2, code_dim=256,
+                          codebook_size=1024, gan_start_step=30_000),
+        sketch_tokenizer=_sketch_tokenizer(256, 64, (1, 1, 2, 2, 4), 512),
+        partial_tokenizer=_partial_tokenizer(256, 64, (1, 1, 2, 2, 4), 1024),
+        transformer=TransformerConfig(width=1024, layers=16, heads=16, dropout=0.1),
+        train=TrainConfig(
+            mixed_precision="auto",
+            vqgan=OptimConfig(lr=6e-6, batch_size=8, max_steps=200_000, checkpoint_every=2000, eval_every=5000),
+            transformer=OptimConfig(lr=8e-4, batch_size=16, max_steps=300_000, checkpoint_every=2000,
+                                    eval_every=5000),
+        ),
+    )
+
+
+PRESETS = {"tiny": tiny, "default": default, "paper": paper}
+
+
+def load_config(name_or_path: str = "default", overrides: list[str] | dict | None = None) -> ArmaniConfig:
+    """A preset name or a YAML path, then overrides (``["vqgan.fusion=off", ...]`` or a dict)."""
+    if name_or_path in PRESETS:
+        cfg = PRESETS[name_or_path]()
+    elif Path(name_or_path).is_file():
+        data = load_yaml(name_or_path)
+        base = data.pop("preset", "default")
+        if base not in PRESETS:
+            raise ConfigError(f"{name_or_path}: unknown preset {base!r}; choose from {sorted(PRESETS)}")
+        cfg = merge(PRESETS[base](), data)
+    else:
+        raise ConfigError(f"--config {name_or_path!r} is neither a preset {sorted(PRESETS)} nor a YAML file")
+    if overrides:
+        cfg = merge(cfg, parse_overrides(overrides) if isinstance(overrides, list) else overrides)
+    return cfg
+
+
+def save_config(cfg: ArmaniConfig, path: str | Path) -> None:
+    import yaml
+
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

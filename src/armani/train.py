@@ -1,0 +1,81 @@
+"""Train any ARMANI stage through one Accelerate engine.
+
+    accelerate launch src/armani/train.py --config default --stage all --output runs/default
+    accelerate launch src/armani/train.py --config tiny --stage maskclip --output runs/tiny \\
+        train.maskclip.max_steps=50 maskclip.text_layers=2
+    accelerate launch src/armani/train.py --config my.yaml --stage vqgan --output runs/x --resume
+
+``--config`` is a preset (tiny, default, paper) or a YAML file; trailing ``section.key=value``
+arguments override any field. ``--stage all`` runs every stage in order and skips the ones
+already finished in ``--output``, so a killed run continues with ``--resume``. Plain
+``python src/armani/train.py`` works too (one process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="default", help="preset (tiny, default, paper) or a YAML file")
+    p.add_argument("--stage", required=True, help="a stage name, a comma-separated list, or 'all'")
+    p.add_argument("--output", default=None, help="run directory (default: runs/<config name>)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint of each stage")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from armani.config import load_config, save_config
+    from armani.configuration import ConfigError
+    from armani.training import STAGES, Trainer
+    from armani.training.stages import ORDER
+
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        import yaml
+
+        from armani.configuration import to_dict
+
+        print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        return 0
+    stages = list(ORDER) if args.stage == "all" else [s.strip() for s in args.stage.split(",")]
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        print(f"unknown stage(s) {unknown}; choose from {sorted(STAGES)} or 'all'", file=sys.stderr)
+        return 2
+    run_dir = Path(args.output or f"runs/{cfg.name}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    for name in stages:
+        done = run_dir / name / "final" / "DONE"
+        if args.stage == "all" and done.is_file():
+            print(f"[{name}] already finished in {run_dir}; skipping")
+            continue
+        stage = STAGES[name](cfg, run_dir)
+        trainer = Trainer(stage, seed=cfg.train.seed, mixed_precision=cfg.train.mixed_precision,
+                          tracker=cfg.train.tracker, resume=args.resume)
+        trainer.train()
+        _reset_accelerate()
+    return 0
+
+
+def _reset_accelerate() -> None:
+    """Let the next stage build a fresh Accelerator (its state is process-global)."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

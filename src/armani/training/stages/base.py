@@ -1,0 +1,71 @@
+"""What every garment stage shares: the run's data, tokenizer and config bookkeeping."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from armani.parts import NUM_PARTS
+from armani.training.data import load_split, run_tokenizer, torch_dataset
+from armani.training.engine import OptimConfig, Stage
+
+
+class GarmentStage(Stage):
+    """A stage trained on the run's garment data (``cfg.data``)."""
+
+    @property
+    def optim(self) -> OptimConfig:
+        return getattr(self.cfg.train, self.name)
+
+    @cached_property
+    def train_hf(self):
+        return load_split(self.cfg.data, "train", self.accelerator)
+
+    @cached_property
+    def tokenizer(self):
+        return run_tokenizer(self.cfg.data, self.run_dir, self.train_hf, self.accelerator)
+
+    @cached_property
+    def config(self):
+        """The run config with cross-model fields synced to the tokenizer (see armani.config)."""
+        return self.cfg.resolved(self.tokenizer)
+
+    def train_dataset(self):
+        return torch_dataset(self.cfg.data, self.train_hf, self.tokenizer, seed=self.cfg.train.seed)
+
+    def val_dataset(self):
+        val = load_split(self.cfg.data, "val", self.accelerator)
+        return None if val is None else torch_dataset(self.cfg.data, val, self.tokenizer, seed=self.cfg.train.seed + 1)
+
+    def collate_fn(self):
+        from armani.data.transforms import collate
+
+        return collate
+
+    def export_common(self, out_dir: Path) -> None:
+        """Every export carries the tokenizer and the resolved run config, so it loads alone."""
+        from armani.config import save_config
+
+        self.tokenizer.save_pretrained(out_dir)
+        save_config(self.config, out_dir / "run_config.yaml")
+
+
+def one_hot_parts(mask: torch.Tensor) -> torch.Tensor:
+    """(B, H, W) int64 part ids -> (B, 15, H, W) float one-hot (the 'soft' mask of ground truth)."""
+    return F.one_hot(mask.long(), NUM_PARTS).permute(0, 3, 1, 2).float()
+
+
+def part_probs_for(batch: dict, segmenter=None) -> torch.Tensor:
+    """Ground-truth masks where the data has them, the segmenter's prediction elsewhere."""
+    probs = one_hot_parts(batch["mask"])
+    has = batch["has_mask"]
+    if not bool(has.all()):
+        if segmenter is None:
+            raise ValueError("some samples have no part mask and no segmenter was given to predict them")
+        with torch.no_grad():
+            predicted = segmenter.probs(batch["image"])
+        probs = torch.where(has[:, None, None, None], probs, predicted)
+    return probs

@@ -1,0 +1,163 @@
+"""Stage 2: the cross-modal transformer (Sec. 3.4, Eq. 12-14).
+
+The frozen stage-1 tokenizers turn every training row into token ids once, before the
+loop (``RUN/transformer/tokens-<split>.safetensors``): image tokens through the
+cross-modal codebook (fused with the caption's words, Eq. 9), sketch tokens, and
+partial-image tokens of one random crop per row (epoch 0's crop; 20k rows give 20k
+different crops). Re-encoding every batch would cost more than the transformer step on a
+CPU. The loop then only reads ids. The semantic loss (Eq. 14) decodes the predicted code
+distributions softly and scores them with the frozen segmenter and MaskCLIP.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from armani.models.losses import semantic_loss
+from armani.models.transformer import CrossModalTransformer
+from armani.models.vqgan import VQGAN
+from armani.training.engine import ForwardAs, StepOutput, register_stage
+from armani.training.stages.base import GarmentStage, part_probs_for
+from armani.training.stages.tokenizers import encode_conditions
+
+TOKEN_KEYS = ("text_ids", "image_ids", "sketch_ids", "partial_ids", "index")
+
+
+class TokenDataset(torch.utils.data.Dataset):
+    """Rows of pre-computed token ids: a dict of equally long tensors."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor]):
+        lengths = {len(v) for v in tensors.values()}
+        if len(lengths) != 1:
+            raise ValueError(f"token tensors of unequal length: { {k: len(v) for k, v in tensors.items()} }")
+        self.tensors = tensors
+
+    def __len__(self):
+        return len(self.tensors["index"])
+
+    def __getitem__(self, i):
+        return {k: v[i] for k, v in self.tensors.items()}
+
+
+@register_stage
+class TransformerStage(GarmentStage):
+    name = "transformer"
+
+    @cached_property
+    def tokenizers(self) -> dict[str, VQGAN]:
+        return {
+            "vqgan": VQGAN.from_pretrained(self.artefact_dir("vqgan")).eval(),
+            "sketch": VQGAN.from_pretrained(self.artefact_dir("sketch_tokenizer")).eval(),
+            "partial": VQGAN.from_pretrained(self.artefact_dir("partial_tokenizer")).eval(),
+        }
+
+    @cached_property
+    def helpers(self) -> dict:
+        c, out = self.config, {}
+        if c.vqgan.fusion or c.transformer.semantic_loss or self.cfg.data.source != "procedural":
+            from armani.models.maskclip import MaskCLIP
+            from armani.models.segmenter import Segmenter
+
+            out["segmenter"] = Segmenter.from_pretrained(self.artefact_dir("segmenter")).eval()
+            out["maskclip"] = MaskCLIP.from_pretrained(self.artefact_dir("maskclip")).eval()
+        return out
+
+    # -- data: token ids, computed once ----------------------------------------------------
+    @torch.no_grad()
+    def tokenize_split(self, dataset, split: str) -> dict[str, torch.Tensor]:
+        acc = self.accelerator
+        path = self.stage_dir() / f"tokens-{split}.safetensors"
+        with acc.main_process_first():
+            if not path.is_file():
+                from safetensors.torch import save_file
+
+                from armani.data.transforms import collate
+
+                loader = torch.utils.data.DataLoader(dataset, batch_size=64, shuffle=False, collate_fn=collate)
+                vq, sk, pa = (self.tokenizers[k] for k in ("vqgan", "sketch", "partial"))
+                out: dict[str, list[torch.Tensor]] = {k: [] for k in TOKEN_KEYS}
+                for batch in tqdm(loader, desc=f"tokenizing {split}", disable=not acc.is_local_main_process):
+                    words = index = None
+                    if vq.config.fusion:
+                        probs = part_probs_for(batch, self.helpers.get("segmenter"))
+                        words, index = self.helpers["maskclip"].best_words(batch["image"], probs, batch["text_ids"])
+                    sketch_ids, partial_ids = encode_conditions(batch, sk, pa)
+                    out["image_ids"].append(vq.encode(batch["image"], words, index))
+                    out["sketch_ids"].append(sketch_ids)
+                    out["partial_ids"].append(partial_ids)
+                    out["text_ids"].append(batch["text_ids"])
+                    out["index"].append(batch["index"])
+                tensors = {k: torch.cat(v).contiguous() for k, v in out.items()}
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(".tmp")
+                save_file(tensors, str(tmp))
+                tmp.rename(path)
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+
+    def train_dataset(self):
+        return TokenDataset(self.tokenize_split(super().train_dataset(), "train"))
+
+    def val_dataset(self):
+        val = super().val_dataset()
+        return None if val is None else TokenDataset(self.tokenize_split(val, "val"))
+
+    def collate_fn(self):
+        return None  # default_collate stacks the id tensors
+
+    # -- model and step -------------------------------------------------------------------
+    def build_models(self):
+        return {"transformer": ForwardAs(CrossModalTransformer(self.config.transformer), "loss")}
+
+    def build_optimizers(self, models):
+        model = models["transformer"].model
+        o = self.optim
+        return {"main": torch.optim.AdamW(model.param_groups(o.weight_decay), lr=o.lr, betas=o.betas)}
+
+    def build_frozen(self):
+        if not self.config.transformer.semantic_loss:
+            return {}
+        return {"vqgan": self.tokenizers["vqgan"], **self.helpers}
+
+    def semantic_fn(self, text_ids: torch.Tensor):
+        f = self.frozen
+
+        def fn(probs: torch.Tensor) -> torch.Tensor:
+            images = f["vqgan"].decode_soft(probs)  # (B, 3, H, W), differentiable in probs
+            return semantic_loss(images, text_ids, f["segmenter"], f["maskclip"])
+
+        return fn
+
+    def training_step(self, batch, step):
+        acc = self.accelerator
+        gen = torch.Generator().manual_seed((self.cfg.train.seed * 1_000_003 + step) * 64 + acc.process_index)
+        semantic = self.semantic_fn(batch["text_ids"]) if self.config.transformer.semantic_loss else None
+        out = self.models["transformer"](
+            batch["text_ids"], batch["sketch_ids"], batch["partial_ids"], batch["image_ids"],
+            generator=gen, semantic_fn=semantic,
+        )
+        self.optimize(out.total)
+        return StepOutput(out.total.item(), {"ce": out.ce.item(), "semantic": out.semantic.item(),
+                                             "accuracy": out.accuracy.item()})
+
+    @torch.no_grad()
+    def evaluate(self, loader, max_batches: int = 16):
+        model = self.unwrap("transformer")
+        ce, acc = [], []
+        for i, batch in enumerate(loader):
+            if i >= max_batches:
+                break
+            out = model.loss(batch["text_ids"], batch["sketch_ids"], batch["partial_ids"], batch["image_ids"],
+                             drop={})
+            ce.append(out.ce.item())
+            acc.append(out.accuracy.item())
+        return {"ce": sum(ce) / len(ce), "accuracy": sum(acc) / len(acc)}
+
+    def export(self, out_dir: Path):
+        self.unwrap("transformer").save_pretrained(out_dir)
+        self.export_common(out_dir)
