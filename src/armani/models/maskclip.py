@@ -18,7 +18,8 @@ Choices the paper leaves open, fixed here:
   mask is (almost) all background carries no part: both are excluded from the max *and*
   the mean. A patch is valid when the mean non-background probability inside it is
   greater than ``background_threshold`` (default 0.02, i.e. about one pixel in a 4x4
-  patch). Word validity compares ids with ``pad_id``/``sot_id``/``eot_id`` in the config
+  patch). Background-only patches are also hidden as attention keys inside the mask
+  encoder, so the part tokens never depend on background pixels. Word validity compares ids with ``pad_id``/``sot_id``/``eot_id`` in the config
   (fill them from the tokenizer with :meth:`MaskCLIPConfig.from_tokenizer`); UNK pieces
   are kept, they are still words.
 - **Empty samples.** A sample with no valid patch or no valid word gets similarity 0 with
@@ -166,7 +167,7 @@ class MaskCLIPOutput:
     logit_scale: torch.Tensor  # exp(learned log scale), clamped
 
 
-def _reduce_token_scores(
+def reduce_token_scores(
     scores: torch.Tensor, part_valid: torch.Tensor, word_valid: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. 4-5 on a block of token scores.
@@ -238,10 +239,15 @@ class MaskCLIP(nn.Module):
                 f"image {tuple(image.shape)} and part_probs {tuple(part_probs.shape)} must both be "
                 f"{self.config.image_size}x{self.config.image_size}"
             )
+        valid = self.patch_valid(part_probs)  # (B, N)
+        # Background-only patches are hidden as attention keys, so part tokens do not depend
+        # on background pixels; a sample without any part patch attends everywhere (no NaN).
+        keys = valid | ~valid.any(dim=1, keepdim=True)  # (B, N)
+        attn_mask = keys[:, None, None, :].expand(-1, 1, keys.shape[1], -1)  # (B, 1, N, N)
         x = torch.cat([image, part_probs.to(image.dtype)], dim=1)  # (B, 18, H, W)
-        tokens = self.mask_encoder.forward_features(x)  # (B, N, width)
+        tokens = self.mask_encoder.forward_features(x, attn_mask=attn_mask)  # (B, N, width)
         tokens = F.normalize(self.mask_proj(tokens), dim=-1)  # (B, N, D)
-        return tokens, self.patch_valid(part_probs)
+        return tokens, valid
 
     def word_valid(self, text_ids: torch.Tensor) -> torch.Tensor:
         """(B, L) ids -> (B, L) bool, False for PAD, SOT and EOT."""
@@ -271,7 +277,7 @@ class MaskCLIP(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """All-pairs (sim_m, sim_t), each (P, Q) with [p, q] = sim(mask p, text q)."""
         scores = torch.einsum("pnd,qld->pqnl", part_tok, word_tok)  # (P, Q, N, L)
-        return _reduce_token_scores(scores, part_valid[:, None], word_valid[None])
+        return reduce_token_scores(scores, part_valid[:, None], word_valid[None])
 
     def logit_scale_value(self) -> torch.Tensor:
         return self.logit_scale.exp().clamp(max=self.config.max_logit_scale)
@@ -298,7 +304,7 @@ class MaskCLIP(nn.Module):
         part_tok, part_valid = self.encode_parts(image, part_probs)
         word_tok, word_valid = self.encode_text(text_ids)
         scores = torch.einsum("bnd,bld->bnl", part_tok, word_tok)  # (B, N, L)
-        sim_m, sim_t = _reduce_token_scores(scores, part_valid, word_valid)
+        sim_m, sim_t = reduce_token_scores(scores, part_valid, word_valid)
         return 0.5 * (sim_m + sim_t)
 
     def word_part_similarity(self, image: torch.Tensor, part_probs: torch.Tensor, text_ids: torch.Tensor) -> torch.Tensor:
