@@ -100,6 +100,8 @@ def _guide(logits: torch.Tensor, guided: bool, scale: float) -> torch.Tensor:
     if not guided:
         return logits
     cond, uncond = logits.chunk(2)
+    if scale == 1.0:  # exactly the conditional logits (the formula rounds)
+        return cond
     return uncond + scale * (cond - uncond)
 
 
