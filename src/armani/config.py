@@ -57,6 +57,7 @@ class TrainConfig:
     seed: int = 0
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     tracker: Literal["tensorboard", "none"] = "tensorboard"
+    audit: bool = False  # write per-rank parameter digests and seen rows (checks DDP sharding)
     segmenter: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-3, max_steps=1500, batch_size=32))
     maskclip: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-4, max_steps=3000, batch_size=64))
     vqgan: OptimConfig = field(default_factory=lambda: OptimConfig(lr=4e-4, max_steps=4000, batch_size=32))

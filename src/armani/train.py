@@ -63,9 +63,12 @@ def main(argv: list[str] | None = None) -> int:
             continue
         stage = STAGES[name](cfg, run_dir)
         trainer = Trainer(stage, seed=cfg.train.seed, mixed_precision=cfg.train.mixed_precision,
-                          tracker=cfg.train.tracker, resume=args.resume)
+                          tracker=cfg.train.tracker, resume=args.resume, audit=cfg.train.audit)
         trainer.train()
         _reset_accelerate()
+    from accelerate.state import PartialState
+
+    PartialState().destroy_process_group()
     return 0
 
 

@@ -214,13 +214,15 @@ class Trainer:
     """Runs one :class:`Stage` to ``optim.max_steps`` with checkpoints and exact resume."""
 
     def __init__(self, stage: Stage, *, seed: int = 0, mixed_precision: str = "auto", tracker: str = "tensorboard",
-                 resume: bool = False):
+                 resume: bool = False, audit: bool = False):
         from accelerate import Accelerator
         from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 
         self.stage = stage
         self.seed = seed
         self.resume = resume
+        self.audit = audit  # write per-rank parameter digests and the rows each rank saw
+        self.seen_rows: list[int] = []
         self.dir = stage.stage_dir()
         self.ckpt_dir = self.dir / "checkpoints"
         optim = stage.optim
@@ -335,6 +337,8 @@ class Trainer:
                 with acc.accumulate(*st.models.values()):
                     out = st.training_step(batch, self.state.global_step)
                 self.state.batches_in_epoch += 1
+                if self.audit and isinstance(batch, dict) and "index" in batch:
+                    self.seen_rows.extend(batch["index"].tolist())
                 n = out.num_samples or _batch_size(batch)
                 self.state.samples_seen += n * acc.num_processes
                 window_samples += n * acc.num_processes
@@ -363,6 +367,8 @@ class Trainer:
                 self.state.epoch += 1
                 self.state.batches_in_epoch = 0
         bar.close()
+        if self.audit:
+            self._write_audit()
         metrics = self._evaluate(self.state.global_step) if self.val_loader is not None else {}
         self.state.elapsed_s = time.perf_counter() - t_start
         if acc.is_main_process:
@@ -386,8 +392,27 @@ class Trainer:
             (final / "training_report.json").write_text(json.dumps(report, indent=2))
             (final / "DONE").write_text("ok\n")
         acc.wait_for_everyone()
-        acc.end_training()
+        # Not end_training(): that also destroys the process group, which the next stage of
+        # the same launch still needs. train.py tears it down after the last stage.
+        for tracker in acc.trackers:
+            tracker.finish()
         return self.state
+
+    def _write_audit(self) -> None:
+        """``audit-rank<k>.json``: a digest of every parameter and the dataset rows this rank
+        trained on. Ranks of a correct DDP run have equal digests and disjoint rows."""
+        import hashlib
+
+        acc = self.accelerator
+        digest = hashlib.sha256()
+        for name in sorted(self.stage.models):
+            for key, tensor in sorted(self.stage.unwrap(name).state_dict().items()):
+                digest.update(key.encode())
+                digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+        record = {"rank": acc.process_index, "world_size": acc.num_processes, "param_sha256": digest.hexdigest(),
+                  "steps": self.state.global_step, "rows": self.seen_rows}
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / f"audit-rank{acc.process_index}.json").write_text(json.dumps(record))
 
     def _evaluate(self, step: int) -> dict[str, float]:
         st, acc = self.stage, self.accelerator
