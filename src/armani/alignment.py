@@ -7,9 +7,10 @@ Choices the paper leaves open:
   gets the per-patch *max* over its pieces, so it points wherever any of its pieces does.
 - **Only part patches can be pointed at.** The best patch of a word is searched among the
   valid (not background-only) patches, as in MaskCLIP's own max (Eq. 5).
-- **The pointed part** of a word is the non-background label with the largest probability
-  mass inside its best patch (background is not a part; a valid patch always holds some
-  foreground).
+- **The pointed part** of a word is the label with the largest probability mass inside its
+  best patch, not counting background, and not counting the garment body either when the
+  patch holds more than 0.05 px of some other part (a 2x2 px button in a 4x4 patch is
+  what that patch is about, even though body pixels outnumber it).
 - **Pointing game hit:** the best patch counts as a hit when *any* pixel of the named part
   lies inside it. "Most pixels" would make 2-3 px parts (buttons) impossible to hit at a
   4x4 patch. The ``chance`` returned beside each accuracy is the hit rate of a patch drawn
@@ -29,6 +30,8 @@ import torch.nn.functional as F
 from armani.models.maskclip import MaskCLIP
 from armani.parts import BACKGROUND, NUM_PARTS, PART_COLORS, PART_ID, PART_NAMES, PART_WORDS, colorize_mask
 from armani.text import GarmentTokenizer
+
+BODY = PART_ID["body"]
 
 
 @dataclass
@@ -130,9 +133,14 @@ def word_part_heatmaps(
     masked = heat.masked_fill(~part_valid[0], float("-inf"))
     best_score, best_patch = masked.max(dim=1)  # (W,)
     mass = _patch_part_mass(probs, cfg.patch_size)[0]  # (N, 15)
-    mass[:, BACKGROUND] = -1.0  # name a part, not the background around it
+    mass[:, BACKGROUND] = 0.0  # name a part, not the background around it
+    parts_only = mass.clone()
+    parts_only[:, BODY] = 0.0  # ... nor the body it sits on, when the patch holds a part
     if part_valid.any():
-        pointed = [PART_NAMES[int(mass[p].argmax())] for p in best_patch.tolist()]
+        pointed = [
+            PART_NAMES[int(parts_only[p].argmax()) if parts_only[p].max() > 0.05 else int(mass[p].argmax())]
+            for p in best_patch.tolist()
+        ]
     else:
         pointed = ["background"] * len(words)
     g = cfg.grid
