@@ -163,6 +163,16 @@ def test_bf16_sampler_runs_and_mostly_agrees(gpt):
     assert low.shape == (2, 16) and low.max() < 32
     assert (low[:, :4] == high[:, :4]).float().mean() >= 0.5  # before errors compound
     assert gpt.head.weight.dtype == torch.float32  # the caller's model is untouched
+    # the bf16 copy is reused, and rebuilt once the weights change
+    from armani.sampling import _at_precision
+
+    model = CrossModalTransformer(tiny_config())
+    first = _at_precision(model, "bfloat16")
+    assert _at_precision(model, "bfloat16") is first
+    with torch.no_grad():
+        model.head.weight.add_(1.0)
+    second = _at_precision(model, "bfloat16")
+    assert second is not first and torch.equal(second.head.weight, model.head.weight.bfloat16())
     with pytest.raises(ValueError, match="dtype"):
         sample_autoregressive(gpt, **cond, dtype="float16")
 

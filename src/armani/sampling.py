@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import math
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 
 import torch
@@ -36,6 +37,7 @@ from armani.models.transformer import CONDITIONS, CrossModalTransformer, KVCache
 DEFAULT_DTYPE = "bfloat16"
 
 Callback = Callable[[int, torch.Tensor], None]
+_LOW_PRECISION: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> (fingerprint, bf16 copy)
 
 
 # -- shared pieces ----------------------------------------------------------------------
@@ -63,10 +65,16 @@ def _at_precision(model: CrossModalTransformer, dtype: str | torch.dtype) -> Cro
         return model
     if name != "bfloat16":
         raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
+    # Reuse the copy while the weights are unchanged (an optimizer step bumps _version).
+    fingerprint = tuple((id(p), p._version) for p in model.parameters())
+    cached = _LOW_PRECISION.get(model)
+    if cached is not None and cached[0] == fingerprint:
+        return cached[1]
     low = copy.deepcopy(model).to(torch.bfloat16).eval()
     for module in low.modules():
         if hasattr(module, "attention_dtype"):
             module.attention_dtype = torch.float32
+    _LOW_PRECISION[model] = (fingerprint, low)
     return low
 
 

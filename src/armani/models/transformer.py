@@ -194,15 +194,15 @@ class SelfAttention(nn.Module):
                 start: int = 0) -> torch.Tensor:
         B, T, D = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, hd)
-        if self.attention_dtype is not None and q.dtype != self.attention_dtype:
-            q, k, v = (t.to(self.attention_dtype) for t in (q, k, v))
         if cache is not None:
             if start and T > 1 and self.causal:
                 raise ValueError("cached attention takes a whole prefix (start 0) or one token at a time")
             k_cache, v_cache = cache  # (B, H, T_max, hd)
-            k_cache[:, :, start : start + T] = k
+            k_cache[:, :, start : start + T] = k  # casts to the cache dtype in the copy
             v_cache[:, :, start : start + T] = v
             k, v = k_cache[:, :, : start + T], v_cache[:, :, : start + T]
+        if self.attention_dtype is not None and q.dtype != self.attention_dtype:
+            q, k, v = (t.to(self.attention_dtype) for t in (q, k, v))  # no-op for a cache of that dtype
         # With a cache and one query, the query sees the whole filled prefix: no mask.
         is_causal = self.causal and T > 1
         y = F.scaled_dot_product_attention(q, k, v, is_causal=is_causal,
