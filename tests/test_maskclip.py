@@ -99,6 +99,7 @@ def test_loss_matches_slow_reference(tokenizer):
     assert abs(float(swapped) - loss) > 1e-4
 
 
+@torch.no_grad()
 def test_invalid_tokens_are_ignored(tokenizer):
     torch.manual_seed(1)
     model = MaskCLIP(tiny_config(tokenizer)).eval()
