@@ -137,7 +137,7 @@ def test_no_nan_without_words_or_parts(tokenizer):
     probs.requires_grad_(True)
     out = model(image, probs, ids)
     assert torch.isfinite(out.loss) and torch.isfinite(out.sim_m).all() and torch.isfinite(out.sim_t).all()
-    assert float(out.sim_m[:, 1].abs().max()) == 0.0 and float(out.sim_t[3].abs().max()) == 0.0
+    assert out.sim_m[:, 1].abs().max().item() == 0.0 and out.sim_t[3].abs().max().item() == 0.0
     out.loss.backward()
     assert torch.isfinite(probs.grad).all()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
