@@ -282,9 +282,12 @@ class CrossModalTransformer(nn.Module):
         pos = torch.arange(start, start + length, device=self.type_ids.device)
         return self.pos_emb(pos) + self.type_emb(self.type_ids[start : start + length])
 
-    def _condition_ids(self, name: str, ids: torch.Tensor | None, batch: int,
+    def condition_ids(self, name: str, ids: torch.Tensor | None, batch: int,
                        drop: torch.Tensor | bool | None) -> torch.Tensor:
-        """(B, L) ids of one condition segment; absent or dropped rows become NULL."""
+        """(B, L) ids of one condition segment; absent or dropped rows become NULL.
+
+        ``ids`` is (L,), (1, L) (broadcast) or (B, L); short text is right-padded with PAD.
+        """
         c, L, null = self.config, self.config.seq_len(name), self.config.null_id(name)
         device = self.type_ids.device
         if ids is None:
@@ -315,9 +318,9 @@ class CrossModalTransformer(nn.Module):
         if batch is None:
             given = [x for x in (text_ids, sketch_ids, partial_ids) if x is not None and x.dim() == 2]
             batch = given[0].shape[0] if given else 1
-        text = self._condition_ids("text", text_ids, batch, drop.get("text"))
-        sketch = self._condition_ids("sketch", sketch_ids, batch, drop.get("sketch"))
-        partial = self._condition_ids("partial", partial_ids, batch, drop.get("partial"))
+        text = self.condition_ids("text", text_ids, batch, drop.get("text"))
+        sketch = self.condition_ids("sketch", sketch_ids, batch, drop.get("sketch"))
+        partial = self.condition_ids("partial", partial_ids, batch, drop.get("partial"))
         sep = self.sep_emb.weight.unsqueeze(0).expand(batch, -1, -1)  # (B, 3, D)
         h = torch.cat([
             self.text_emb(text), sep[:, 0:1], self.sketch_emb(sketch), sep[:, 1:2],
