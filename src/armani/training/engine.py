@@ -140,7 +140,9 @@ class Stage:
     def optimize(self, loss: torch.Tensor, key: str = "main", models: tuple[str, ...] | None = None) -> None:
         """Backward + (on accumulation boundaries) clip, step, schedule, zero_grad."""
         acc = self.accelerator
-        acc.backward(loss)
+        # Steps run under autocast (see Trainer.train); the backward pass should not.
+        with torch.autocast(device_type=acc.device.type, enabled=False):
+            acc.backward(loss)
         if acc.sync_gradients and self.optim.grad_clip > 0:
             params = [
                 p
@@ -334,7 +336,9 @@ class Trainer:
             for batch in loader:
                 for m in st.models.values():
                     m.train()
-                with acc.accumulate(*st.models.values()):
+                # The whole step (losses, frozen helpers) under autocast, not only the
+                # prepared models' forward, so mixed dtypes never meet outside it.
+                with acc.accumulate(*st.models.values()), acc.autocast():
                     out = st.training_step(batch, self.state.global_step)
                 self.state.batches_in_epoch += 1
                 if self.audit and isinstance(batch, dict) and "index" in batch:
