@@ -1,0 +1,500 @@
+"""``ArmaniPipeline``: text / sketch / partial image -> garments, in three lines.
+
+    from armani.pipeline import ArmaniPipeline
+    pipe = ArmaniPipeline.from_pretrained()            # the checkpoint shipped in the repo
+    out = pipe(text="navy shirt with five buttons", num_images=4, seed=0)
+    out.images[0].save("shirt.png")
+
+The pipeline holds every trained part (tokenizer, segmenter, MaskCLIP, the image codebook,
+the sketch and partial-image codebooks, the stage-2 transformer), each saved as
+``<part>/config.json + model.safetensors`` beside a ``pipeline.json``. It turns whatever a
+user hands in into the model's inputs (any image mode and size; photos become Canny
+sketches; a missing keep-region becomes a random 25% crop), samples tokens (autoregressive
+with a KV cache and classifier-free guidance, or mask-predict for a bidirectional
+checkpoint) and decodes them. Bad input raises :class:`PipelineInputError` (a ValueError)
+with a message meant for a person; fixes applied silently are listed in ``output.notes``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import numpy as np
+import torch
+from PIL import Image
+
+from armani.data.images import ImageInputError, load_image_with_notes, pil_to_tensor, tensor_to_pil
+from armani.data.transforms import canny_sketch, partial_tensors, random_keep_mask, sketch_tensor
+from armani.data.transforms import partial_tokenizer_input
+from armani.models.maskclip import MaskCLIP
+from armani.models.segmenter import Segmenter
+from armani.models.transformer import CrossModalTransformer
+from armani.models.vqgan import VQGAN
+from armani.parts import PART_ID, PART_NAMES
+from armani.sampling import sample_autoregressive, sample_mask_predict, token_mask_from_part_mask
+from armani.text import GarmentTokenizer
+
+# Where from_pretrained() with no argument looks: the checkpoint committed to the repo.
+SHIPPED_CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "armani"
+COMPONENTS = ("segmenter", "maskclip", "vqgan", "sketch_tokenizer", "partial_tokenizer", "transformer")
+MAX_IMAGES = 16
+
+
+class PipelineInputError(ValueError):
+    """Input the pipeline cannot use, with a message that says what to change."""
+
+
+@dataclass
+class PipelineSettings:
+    """Defaults stored in ``pipeline.json``; every call may override them."""
+
+    name: str = "armani"
+    description: str = "ARMANI: text / sketch / partial image -> garment"
+    sampler: Literal["ar", "nar"] = "ar"
+    guidance_scale: float = 3.0
+    temperature: float = 1.0
+    top_k: int | None = 100
+    top_p: float | None = None
+    nar_steps: int = 10
+    sketch_low: int = 100
+    sketch_high: int = 200
+    keep_fraction: float = 0.25
+    dtype: Literal["float32", "bfloat16"] = "bfloat16"
+
+
+@dataclass
+class PipelineOutput:
+    images: list[Image.Image]
+    ids: torch.Tensor  # (num_images, N[, G]) the sampled tokens
+    sketch: Image.Image | None = None  # the edge map the model saw (white edges on black)
+    partial: Image.Image | None = None  # the partial image the model saw (grey = not given)
+    keep_mask: Image.Image | None = None  # white = kept region
+    text: str | None = None  # the text as the model read it (after cleaning/truncation)
+    notes: list[str] = field(default_factory=list)  # fixes applied to the input
+    seconds: float = 0.0
+
+
+@dataclass
+class EditOutput:
+    image: Image.Image  # the edited garment
+    original: Image.Image  # the input as the model saw it (resized, reconstructed)
+    region: Image.Image  # the pixels allowed to change (white)
+    changed_tokens: int
+    ids: torch.Tensor  # (1, N[, G]) tokens after the edit
+    original_ids: torch.Tensor  # (1, N[, G]) tokens of the input
+    token_region: torch.Tensor  # (N,) bool, the tokens that were resampled
+    notes: list[str] = field(default_factory=list)
+
+
+class ArmaniPipeline:
+    def __init__(self, tokenizer: GarmentTokenizer, vqgan: VQGAN, transformer: CrossModalTransformer,
+                 sketch_tokenizer: VQGAN | None = None, partial_tokenizer: VQGAN | None = None,
+                 segmenter: Segmenter | None = None, maskclip: MaskCLIP | None = None,
+                 settings: PipelineSettings | None = None):
+        self.tokenizer = tokenizer
+        self.vqgan = vqgan.eval()
+        self.transformer = transformer.eval()
+        self.sketch_tokenizer = None if sketch_tokenizer is None else sketch_tokenizer.eval()
+        self.partial_tokenizer = None if partial_tokenizer is None else partial_tokenizer.eval()
+        self.segmenter = None if segmenter is None else segmenter.eval()
+        self.maskclip = None if maskclip is None else maskclip.eval()
+        self.settings = settings or PipelineSettings()
+        self.image_size = vqgan.config.image_size
+        if vqgan.config.fusion and (maskclip is None or segmenter is None):
+            raise ValueError("a cross-modal codebook needs MaskCLIP and the segmenter to encode images")
+        for module in self.modules().values():
+            module.requires_grad_(False)
+
+    # -- persistence -------------------------------------------------------------------------
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {name: m for name in COMPONENTS if (m := getattr(self, name)) is not None}
+
+    def save_pretrained(self, path: str | Path) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.tokenizer.save_pretrained(path / "tokenizer")
+        for name, module in self.modules().items():
+            module.save_pretrained(path / name)
+        meta = {"format": "armani-pipeline", "version": 1, "components": list(self.modules()),
+                "settings": asdict(self.settings)}
+        (path / "pipeline.json").write_text(json.dumps(meta, indent=2))
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path | None = None, **settings: Any) -> "ArmaniPipeline":
+        """Load a saved pipeline: a local folder, a Hugging Face Hub repo id (needs the network
+        or the local hub cache), or nothing for the checkpoint shipped in this repo."""
+        folder = Path(path) if path is not None else SHIPPED_CHECKPOINT
+        if not folder.is_dir():
+            if path is None:
+                raise FileNotFoundError(
+                    f"the shipped checkpoint is missing at {folder}; train one with "
+                    "`accelerate launch src/armani/train.py --config default --stage all` and assemble it "
+                    "with `python -m armani.pipeline --run runs/default --out checkpoints/armani`"
+                )
+            folder = _from_hub(str(path))
+        meta_file = folder / "pipeline.json"
+        if not meta_file.is_file():
+            raise FileNotFoundError(f"{folder} is not an ARMANI pipeline (no pipeline.json)")
+        try:
+            meta = json.loads(meta_file.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{meta_file} is corrupt: {err}") from err
+        if meta.get("format") != "armani-pipeline":
+            raise ValueError(f"{meta_file} is not an ARMANI pipeline file")
+        loaders = {"segmenter": Segmenter, "maskclip": MaskCLIP, "vqgan": VQGAN, "sketch_tokenizer": VQGAN,
+                   "partial_tokenizer": VQGAN, "transformer": CrossModalTransformer}
+        parts = {name: loaders[name].from_pretrained(folder / name) for name in meta["components"]}
+        stored = PipelineSettings(**meta.get("settings", {}))
+        for key, value in settings.items():
+            if not hasattr(stored, key):
+                raise TypeError(f"unknown pipeline setting {key!r}")
+            setattr(stored, key, value)
+        pipe = cls(GarmentTokenizer.from_pretrained(folder / "tokenizer"), settings=stored, **parts)
+        pipe._check_consistency()
+        return pipe
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, **settings: Any) -> "ArmaniPipeline":
+        """Assemble a pipeline from a training run's exported stages (``RUN/<stage>/final``)."""
+        run_dir = Path(run_dir)
+        loaders = {"segmenter": Segmenter, "maskclip": MaskCLIP, "vqgan": VQGAN, "sketch_tokenizer": VQGAN,
+                   "partial_tokenizer": VQGAN, "transformer": CrossModalTransformer}
+        parts = {}
+        for name, loader in loaders.items():
+            final = run_dir / name / "final"
+            if (final / "DONE").is_file():
+                parts[name] = loader.from_pretrained(final)
+        missing = {"vqgan", "transformer"} - set(parts)
+        if missing:
+            raise FileNotFoundError(f"{run_dir} lacks the finished stage(s) {sorted(missing)}")
+        pipe = cls(GarmentTokenizer.from_pretrained(run_dir / "tokenizer"), settings=PipelineSettings(**settings),
+                   **parts)
+        pipe._check_consistency()
+        return pipe
+
+    def _check_consistency(self) -> None:
+        t, v = self.transformer.config, self.vqgan.config
+        problems = []
+        if t.text_vocab_size != self.tokenizer.vocab_size:
+            problems.append(f"transformer text vocab {t.text_vocab_size} != tokenizer {self.tokenizer.vocab_size}")
+        if t.image_len != self.vqgan.num_tokens:
+            problems.append(f"transformer image_len {t.image_len} != codebook grid {self.vqgan.num_tokens}")
+        if t.image_codebook_size != self.vqgan.codebook_size:
+            problems.append(f"transformer codebook {t.image_codebook_size} != VQGAN {self.vqgan.codebook_size}")
+        if self.sketch_tokenizer is not None and t.sketch_len != self.sketch_tokenizer.num_tokens:
+            problems.append("sketch tokenizer grid does not match the transformer")
+        if self.partial_tokenizer is not None and t.partial_len != self.partial_tokenizer.num_tokens:
+            problems.append("partial tokenizer grid does not match the transformer")
+        if problems:
+            raise ValueError("mismatched pipeline components: " + "; ".join(problems))
+
+    # -- input preparation --------------------------------------------------------------------
+    def prepare_text(self, text: str | None, notes: list[str]) -> tuple[torch.Tensor | None, str | None]:
+        if text is None:
+            return None, None
+        if not isinstance(text, str):
+            raise PipelineInputError(f"text must be a string, got {type(text).__name__}")
+        if not any(ch.isalnum() for ch in self.tokenizer.clean(text)):
+            if text.strip():
+                raise PipelineInputError("the text has no words after cleaning (only symbols); describe the garment")
+            return None, None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tokens = self.tokenizer([text])
+        read = " ".join(tokens.words[0])
+        if tokens.truncated[0]:
+            notes.append(f"the text was longer than {self.tokenizer.context_length - 2} tokens and was cut "
+                         f"after: '...{read[-40:]}'")
+        unknown = int((tokens.ids[0] == self.tokenizer.unk_id).sum()) if self.tokenizer.unk_id is not None else 0
+        if unknown:
+            notes.append(f"{unknown} word piece(s) are not in this model's vocabulary and were read as unknown")
+        return tokens.ids, read
+
+    def _image(self, x, what: str, notes: list[str]) -> Image.Image:
+        try:
+            loaded = load_image_with_notes(x)
+        except ImageInputError as err:
+            raise PipelineInputError(f"{what}: {err}") from err
+        notes.extend(f"{what}: {n}" for n in loaded.notes)
+        img = loaded.image
+        if img.size != (self.image_size, self.image_size):
+            from armani.data.images import fit_image
+
+            notes.append(f"{what}: resized from {img.size[0]}x{img.size[1]} to {self.image_size}x{self.image_size}")
+            img = fit_image(img, self.image_size)
+        return img
+
+    def prepare_sketch(self, sketch, notes: list[str], mode: str = "auto",
+                       thresholds: tuple[int, int] | None = None) -> tuple[torch.Tensor, Image.Image]:
+        """Any image -> the (1, S, S) edge map the sketch tokenizer reads.
+
+        ``mode``: "edges" (a drawing: dark strokes on light paper, or light on dark),
+        "photo" (run Canny, as in training), or "auto" (a drawing when nearly every pixel is
+        close to black or white, else a photo).
+        """
+        low, high = thresholds or (self.settings.sketch_low, self.settings.sketch_high)
+        try:
+            loaded = load_image_with_notes(sketch)
+        except ImageInputError as err:
+            raise PipelineInputError(f"sketch: {err}") from err
+        notes.extend(f"sketch: {n}" for n in loaded.notes)
+        grey = np.asarray(loaded.image.convert("L"), dtype=np.float32) / 255.0
+        if mode == "auto":
+            extreme = float(((grey < 0.2) | (grey > 0.8)).mean())
+            mode = "edges" if extreme > 0.9 else "photo"
+            notes.append(f"sketch read as {'a drawing' if mode == 'edges' else 'a photo (Canny edges taken)'}")
+        S = self.image_size
+        if mode == "photo":
+            from armani.data.images import fit_image
+
+            rgb = np.asarray(fit_image(loaded.image, S))
+            edges = canny_sketch(rgb, low=low, high=high)
+        elif mode == "edges":
+            strokes = grey if grey.mean() < 0.5 else 1.0 - grey  # strokes bright, paper dark
+            img = Image.fromarray((strokes * 255).astype(np.uint8))
+            from armani.data.images import fit_image
+
+            small = np.asarray(fit_image(img.convert("RGB"), S, fill=(0, 0, 0)).convert("L"), dtype=np.float32)
+            # Area-downsampled strokes are faint: keep anything with a fifth of a stroke's weight.
+            edges = np.where(small > 0.2 * max(1.0, small.max()), 255, 0).astype(np.uint8)
+        else:
+            raise PipelineInputError(f"sketch mode must be 'auto', 'edges' or 'photo', got {mode!r}")
+        if not edges.any():
+            raise PipelineInputError("the sketch has no strokes/edges at this size; draw bolder lines or lower the "
+                                     "Canny thresholds")
+        return sketch_tensor(edges).unsqueeze(0), Image.fromarray(edges)
+
+    def prepare_partial(self, partial, keep_mask, notes: list[str], seed: int):
+        """An image and the region to keep (None: a random ``keep_fraction`` crop, seeded)."""
+        img = self._image(partial, "partial image", notes)
+        rgb = np.asarray(img)
+        S = self.image_size
+        if keep_mask is None:
+            keep = random_keep_mask(S, S, np.random.default_rng(seed), self.settings.keep_fraction)
+            notes.append(f"no region marked: kept a random {int(self.settings.keep_fraction * 100)}% crop")
+        else:
+            m = keep_mask if isinstance(keep_mask, np.ndarray) else np.asarray(_as_pil(keep_mask).convert("L"))
+            m = np.asarray(m)
+            if m.ndim == 3:
+                m = m.max(axis=-1)
+            if m.dtype != bool:
+                m = m > (0.5 if m.dtype.kind == "f" and m.max() <= 1 else 127)
+            mask_img = Image.fromarray(m.astype(np.uint8) * 255)
+            from armani.data.images import fit_image
+
+            keep = np.asarray(fit_image(mask_img.convert("RGB"), S, fill=(0, 0, 0)).convert("L")) > 127
+            if not keep.any():
+                raise PipelineInputError("the marked region to keep is empty; mark part of the image")
+        partial_t, keep_t = partial_tensors(rgb, keep)
+        shown = np.where(keep[..., None], rgb, 127).astype(np.uint8)
+        return partial_t.unsqueeze(0), keep_t.unsqueeze(0), Image.fromarray(shown), Image.fromarray(keep.astype(np.uint8) * 255)
+
+    # -- generation -----------------------------------------------------------------------------
+    @torch.inference_mode()
+    def __call__(self, text: str | None = None, sketch=None, partial=None, partial_keep_mask=None,
+                 num_images: int = 4, seed: int | None = 0, guidance_scale: float | None = None,
+                 sampler: Literal["ar", "nar"] | None = None, top_k: int | None = -1, top_p: float | None = -1.0,
+                 temperature: float | None = None, sketch_mode: str = "auto",
+                 sketch_thresholds: tuple[int, int] | None = None, allow_unconditional: bool = False,
+                 callback: Callable[[int, int, list[Image.Image]], None] | None = None,
+                 callback_every: int = 32) -> PipelineOutput:
+        """Generate ``num_images`` garments from any mix of text, sketch and partial image.
+
+        ``top_k``/``top_p`` default (-1) to the pipeline settings; pass None to disable.
+        ``callback(step, total, preview_images)`` receives progressive previews every
+        ``callback_every`` tokens (AR) or every step (mask-predict).
+        """
+        start = time.perf_counter()
+        s = self.settings
+        notes: list[str] = []
+        if not 1 <= int(num_images) <= MAX_IMAGES:
+            raise PipelineInputError(f"num_images must be between 1 and {MAX_IMAGES}, got {num_images}")
+        num_images = int(num_images)
+        seed = int(seed) if seed is not None else int(torch.seed() % (2**31))
+        text_ids, read = self.prepare_text(text, notes)
+        sketch_ids = partial_ids = None
+        sketch_img = partial_img = keep_img = None
+        if sketch is not None:
+            if self.sketch_tokenizer is None:
+                raise PipelineInputError("this checkpoint has no sketch tokenizer")
+            sk, sketch_img = self.prepare_sketch(sketch, notes, sketch_mode, sketch_thresholds)
+            sketch_ids = self.sketch_tokenizer.encode(sk)
+        if partial is not None:
+            if self.partial_tokenizer is None:
+                raise PipelineInputError("this checkpoint has no partial-image tokenizer")
+            pt, kt, partial_img, keep_img = self.prepare_partial(partial, partial_keep_mask, notes, seed)
+            partial_ids = self.partial_tokenizer.encode(partial_tokenizer_input(pt, kt))
+        elif partial_keep_mask is not None:
+            raise PipelineInputError("a region to keep was given without the partial image it belongs to")
+        if text_ids is None and sketch_ids is None and partial_ids is None and not allow_unconditional:
+            raise PipelineInputError("give a text, a sketch or a partial image (or allow unconditional samples)")
+
+        sampler = sampler or s.sampler
+        scale = s.guidance_scale if guidance_scale is None else float(guidance_scale)
+        temp = s.temperature if temperature is None else float(temperature)
+        k = s.top_k if top_k == -1 else top_k
+        p = s.top_p if top_p == -1.0 else top_p
+        if temp < 0 or scale < 0:
+            raise PipelineInputError("temperature and guidance scale must be >= 0")
+        preview = None
+        if callback is not None:
+            total = self.transformer.config.image_len if sampler == "ar" else s.nar_steps
+            preview = lambda step, ids: callback(step, total, self._preview(ids))  # noqa: E731
+        if sampler == "ar":
+            if not self.transformer.config.causal:
+                raise PipelineInputError("this checkpoint's transformer is bidirectional: use sampler='nar'")
+            ids = sample_autoregressive(
+                self.transformer, text_ids, sketch_ids, partial_ids, num_images=num_images, generator=seed,
+                temperature=temp, top_k=k, top_p=p, guidance_scale=scale, callback=preview,
+                callback_every=callback_every, dtype=s.dtype)
+        elif sampler == "nar":
+            if self.transformer.config.causal:
+                raise PipelineInputError("this checkpoint's transformer is autoregressive: use sampler='ar' "
+                                         "(mask-predict needs the bidirectional M6-style checkpoint)")
+            ids = sample_mask_predict(
+                self.transformer, text_ids, sketch_ids, partial_ids, num_images=num_images, generator=seed,
+                steps=s.nar_steps, temperature=temp, top_k=k, guidance_scale=scale, callback=preview, dtype=s.dtype)
+        else:
+            raise PipelineInputError(f"sampler must be 'ar' or 'nar', got {sampler!r}")
+        images = self.decode(ids)
+        return PipelineOutput(images=images, ids=ids, sketch=sketch_img, partial=partial_img, keep_mask=keep_img,
+                              text=read, notes=notes, seconds=time.perf_counter() - start)
+
+    def decode(self, ids: torch.Tensor) -> list[Image.Image]:
+        out = tensor_to_pil(self.vqgan.decode(ids).clamp(-1, 1))
+        return out if isinstance(out, list) else [out]
+
+    def _preview(self, ids_so_far: torch.Tensor) -> list[Image.Image]:
+        """Decode a partly sampled grid: unsampled cells repeat each image's most common code so far
+        (in raster order that is nearly always background), so the garment appears row by row."""
+        N = self.vqgan.num_tokens
+        ids = ids_so_far
+        if ids.shape[1] < N:
+            flat = ids.reshape(ids.shape[0], ids.shape[1], -1)[..., 0] if ids.ndim == 3 else ids
+            fill = torch.mode(flat, dim=1).values if flat.shape[1] else torch.zeros(ids.shape[0], dtype=torch.long)
+            pad_shape = (ids.shape[0], N - ids.shape[1]) + tuple(ids.shape[2:])
+            pad = fill.view(-1, *([1] * (len(pad_shape) - 1))).expand(pad_shape)
+            ids = torch.cat([ids, pad], dim=1)
+        ids = torch.where(ids >= self.vqgan.codebook_size, torch.zeros_like(ids), ids)  # mask ids of NAR
+        return self.decode(ids)
+
+    # -- analysis and editing ----------------------------------------------------------------------
+    def image_tensor(self, image, notes: list[str] | None = None) -> torch.Tensor:
+        return pil_to_tensor(self._image(image, "image", notes if notes is not None else [])).unsqueeze(0)
+
+    @torch.inference_mode()
+    def segment(self, image) -> np.ndarray:
+        """The segmenter's part mask (S, S) uint8 for any image."""
+        if self.segmenter is None:
+            raise PipelineInputError("this checkpoint has no segmenter")
+        return self.segmenter.predict(self.image_tensor(image))[0].numpy().astype(np.uint8)
+
+    @torch.inference_mode()
+    def encode_image(self, image: torch.Tensor, text_ids: torch.Tensor | None) -> torch.Tensor:
+        """Image tensor (B, 3, S, S) -> token ids, fused with ``text_ids``' words for a cross-modal codebook."""
+        words = index = None
+        if self.vqgan.config.fusion and text_ids is not None:
+            probs = self.segmenter.probs(image)
+            words, index = self.maskclip.best_words(image, probs, text_ids.expand(image.shape[0], -1))
+        return self.vqgan.encode(image, words, index)
+
+    @torch.inference_mode()
+    def edit_part(self, image, part: str, text: str, seed: int = 0, guidance_scale: float | None = None,
+                  temperature: float | None = None, top_k: int | None = -1) -> EditOutput:
+        """Regenerate only the tokens covering ``part`` (found by the segmenter) from ``text``,
+        keeping every other token exactly (autoregressive sampling with teacher-forced tokens).
+
+        Pixels outside the part's tokens are then taken from the reconstruction of the input,
+        so the rest of the garment is unchanged up to the decoder's reach at the boundary."""
+        if part not in PART_ID or part in ("background", "body"):
+            raise PipelineInputError(f"pick a garment part to edit, one of {list(PART_NAMES[2:])}")
+        if not self.transformer.config.causal:
+            raise PipelineInputError("part editing uses the autoregressive transformer")
+        notes: list[str] = []
+        img = self.image_tensor(image, notes)
+        mask = self.segmenter.predict(img)[0]  # (S, S)
+        if not bool((mask == PART_ID[part]).any()):
+            raise PipelineInputError(f"the segmenter finds no {part} on this garment; pick another part")
+        text_ids, _ = self.prepare_text(text, notes)
+        if text_ids is None:
+            raise PipelineInputError("describe the new part in the text")
+        orig = self.encode_image(img, text_ids)  # (1, N[, G])
+        grid = self.vqgan.grid_size
+        region = token_mask_from_part_mask(mask, PART_ID[part], grid)  # (N,)
+        s = self.settings
+        ids = sample_autoregressive(
+            self.transformer, text_ids, num_images=1, generator=seed, fixed_ids=orig, fixed_mask=~region,
+            guidance_scale=s.guidance_scale if guidance_scale is None else guidance_scale,
+            temperature=s.temperature if temperature is None else temperature,
+            top_k=s.top_k if top_k == -1 else top_k, dtype=s.dtype)
+        recon = self.vqgan.decode(orig).clamp(-1, 1)
+        edited = self.vqgan.decode(ids).clamp(-1, 1)
+        cell = self.image_size // grid
+        pixel_region = region.view(grid, grid).repeat_interleave(cell, 0).repeat_interleave(cell, 1)
+        out = torch.where(pixel_region, edited, recon)
+        return EditOutput(image=tensor_to_pil(out[0]), original=tensor_to_pil(recon[0]),
+                          region=Image.fromarray(pixel_region.numpy().astype(np.uint8) * 255),
+                          changed_tokens=int((ids != orig).reshape(ids.shape[0], ids.shape[1], -1).any(-1).sum()),
+                          ids=ids, original_ids=orig, token_region=region, notes=notes)
+
+
+def _as_pil(x) -> Image.Image:
+    if isinstance(x, Image.Image):
+        return x
+    if isinstance(x, (str, Path)):
+        return Image.open(x)
+    return Image.fromarray(np.asarray(x))
+
+
+def _from_hub(repo_id: str) -> Path:
+    """A Hub repo id -> its local snapshot (offline: only what the hub cache already holds)."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id))
+    except Exception as err:  # noqa: BLE001 - any hub/network failure becomes one clear message
+        raise FileNotFoundError(
+            f"{repo_id!r} is neither a local folder nor a reachable Hugging Face Hub repo ({type(err).__name__}: "
+            f"{str(err)[:200]})"
+        ) from err
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m armani.pipeline --run runs/default --out checkpoints/armani``: assemble a
+    pipeline from a training run; ``--prompt`` also renders a quick sample grid."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--run", help="training run directory to assemble from")
+    ap.add_argument("--checkpoint", help="or a saved pipeline to load")
+    ap.add_argument("--out", help="where to save the assembled pipeline")
+    ap.add_argument("--name", default=None, help="pipeline name stored in pipeline.json")
+    ap.add_argument("--prompt", action="append", default=[], help="render samples for this text (repeatable)")
+    ap.add_argument("--samples", default="outputs/samples.png")
+    args = ap.parse_args(argv)
+    if args.run:
+        pipe = ArmaniPipeline.from_run(args.run, **({"name": args.name} if args.name else {}))
+    else:
+        pipe = ArmaniPipeline.from_pretrained(args.checkpoint)
+    if args.out:
+        pipe.save_pretrained(args.out)
+        print(f"saved {args.out}")
+    if args.prompt:
+        rows = []
+        for prompt in args.prompt:
+            out = pipe(text=prompt, num_images=4, seed=0)
+            print(f"{out.seconds:.2f}s  {prompt}")
+            rows.append(np.concatenate([np.asarray(im) for im in out.images], axis=1))
+        Path(args.samples).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.concatenate(rows, axis=0)).save(args.samples)
+        print(f"wrote {args.samples}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
