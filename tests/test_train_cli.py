@@ -31,9 +31,10 @@ def data_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("procedural")
 
 
-def _train(out: Path, data_dir: Path, stage: str, *overrides: str, resume: bool = False, **popen) -> subprocess.Popen:
+def _train(out: Path, data_dir: Path, stage: str, *args: str, resume: bool = False, **popen) -> subprocess.Popen:
+    """``args``: overrides and extra flags, passed after the standard ones."""
     cmd = [sys.executable, str(TRAIN), "--config", "tiny", "--stage", stage, "--output", str(out),
-           f"data.cache_dir={data_dir}", *overrides] + (["--resume"] if resume else [])
+           f"data.cache_dir={data_dir}", *args] + (["--resume"] if resume else [])
     return subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
 
 
@@ -121,3 +122,23 @@ def test_two_ddp_processes_share_parameters_and_split_data(tmp_path, data_dir):
         assert len(rows0) == len(ranks[0]["rows"]) == 48 and not rows0 & rows1, f"{stage}: ranks saw the same rows"
         report = json.loads((tmp_path / "ddp" / stage / "final" / "training_report.json").read_text())
         assert report["num_processes"] == 2 and report["samples_seen"] == 96
+
+
+@pytest.mark.slow
+def test_variants_reuse_shared_stages(tmp_path, tiny_run):
+    from armani.pipeline import ArmaniPipeline
+
+    data = tiny_run / "data"
+    out = _finish(_train(tmp_path / "no_sem2", data, "all", "--variant", "no_sem2", "--reuse", str(tiny_run)))
+    # Only the transformer differs from the ARMANI run: everything else is copied, not retrained.
+    for stage in ("segmenter", "maskclip", "vqgan", "sketch_tokenizer", "partial_tokenizer"):
+        assert f"[{stage}] reused" in out
+    assert "[transformer] reused" not in out
+    assert (tmp_path / "no_sem2" / "transformer" / "final" / "DONE").is_file()
+
+    out = _finish(_train(tmp_path / "m6", data, "all", "--variant", "m6", "--reuse", str(tiny_run)))
+    assert "[vqgan] reused" not in out and "[maskclip] reused" in out
+    pipe = ArmaniPipeline.from_run(tmp_path / "m6", sampler="nar")
+    assert pipe.vqgan.num_groups == 4 and not pipe.transformer.config.causal
+    result = pipe(text="red coat with a belt", num_images=2, seed=0)
+    assert result.ids.shape == (2, pipe.vqgan.num_tokens, 4) and len(result.images) == 2

@@ -58,6 +58,10 @@ class TrainConfig:
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     tracker: Literal["tensorboard", "none"] = "tensorboard"
     audit: bool = False  # write per-rank parameter digests and seen rows (checks DDP sharding)
+    # Stage 2's semantic loss decodes predicted code distributions through the decoder,
+    # segmenter and MaskCLIP; on a CPU that costs more than the transformer step, so it is
+    # applied to this many samples of each batch (all of them when 0).
+    semantic_samples: int = 4
     # Budgets of the shipped default run on a 2-core CPU (bf16): see the model cards.
     segmenter: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-3, max_steps=1200, batch_size=32))
     maskclip: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-4, max_steps=1500, batch_size=48))
@@ -105,7 +109,7 @@ class ArmaniConfig:
         mc = dataclasses.replace(self.maskclip, image_size=size, grid=grid, context_length=self.data.context_length)
         tr_updates = dict(
             text_len=self.data.context_length,
-            image_codebook_size=vq.codebook_size // (vq.pq_groups if vq.quantizer == "pq" else 1),
+            image_codebook_size=vq.codebook_size,  # per sub-codebook with product quantisation
             image_len=grid * grid,
             pq_groups=vq.pq_groups if vq.quantizer == "pq" else 1,
             sketch_codebook_size=sk.codebook_size,
@@ -146,7 +150,7 @@ def tiny() -> ArmaniConfig:
                                              attention=False, disc_channels=8, disc_layers=2),
         partial_tokenizer=dataclasses.replace(_partial_tokenizer(32, 8, (1, 2, 2, 2), 32), kmeans_init=False,
                                               attention=False, disc_channels=8, disc_layers=2),
-        transformer=TransformerConfig(width=32, layers=1, heads=2),
+        transformer=TransformerConfig(width=32, layers=1, heads=2, semantic_loss=True),
         train=TrainConfig(
             mixed_precision="no", tracker="none",
             segmenter=_optim(lr=3e-3, **fast), maskclip=_optim(lr=1e-3, **fast), vqgan=_optim(lr=1e-3, **fast),
@@ -166,7 +170,7 @@ def default() -> ArmaniConfig:
                                 text_layers=4, text_heads=4, embed_dim=128),
         vqgan=VQGANConfig(base_channels=48, channel_mult=(1, 2, 2), num_res_blocks=1, code_dim=64,
                           codebook_size=512, gan_start_step=1500),
-        transformer=TransformerConfig(width=256, layers=4, heads=8, dropout=0.1),
+        transformer=TransformerConfig(width=256, layers=4, heads=8, dropout=0.1, semantic_loss=True),
     )
 
 
@@ -184,7 +188,7 @@ def paper() -> ArmaniConfig:
                           codebook_size=1024, gan_start_step=30_000),
         sketch_tokenizer=_sketch_tokenizer(256, 64, (1, 1, 2, 2, 4), 512),
         partial_tokenizer=_partial_tokenizer(256, 64, (1, 1, 2, 2, 4), 1024),
-        transformer=TransformerConfig(width=1024, layers=16, heads=16, dropout=0.1),
+        transformer=TransformerConfig(width=1024, layers=16, heads=16, dropout=0.1, semantic_loss=True),
         train=TrainConfig(
             mixed_precision="auto",
             vqgan=OptimConfig(lr=6e-6, batch_size=8, max_steps=200_000, checkpoint_every=2000, eval_every=5000),
@@ -196,9 +200,35 @@ def paper() -> ArmaniConfig:
 
 PRESETS = {"tiny": tiny, "default": default, "paper": paper}
 
+# The baselines and ablations of the paper's Tables 1 and 2 are switches on the same code.
+VARIANTS: dict[str, dict] = {
+    "armani": {},
+    # DALL-E-style: visual-only codebook, no semantic losses, same transformer (Table 1).
+    "dalle": {"vqgan": {"fusion": False, "semantic_loss": False}, "transformer": {"semantic_loss": False}},
+    # Table 2 ablations.
+    "no_fusion": {"vqgan": {"fusion": False}},
+    "no_sem1": {"vqgan": {"semantic_loss": False}},
+    "no_sem2": {"transformer": {"semantic_loss": False}},
+    # M6-Fashion-style: product quantisation (4 x 256) + bidirectional mask-predict transformer.
+    "m6": {"vqgan": {"fusion": False, "semantic_loss": False, "quantizer": "pq", "pq_groups": 4,
+                     "codebook_size": 256},
+           "transformer": {"causal": False, "semantic_loss": False}},
+}
 
-def load_config(name_or_path: str = "default", overrides: list[str] | dict | None = None) -> ArmaniConfig:
-    """A preset name or a YAML path, then overrides (``["vqgan.fusion=off", ...]`` or a dict)."""
+# Which config sections each stage's result depends on (its own and its inputs').
+STAGE_INPUTS: dict[str, tuple[str, ...]] = {
+    "segmenter": ("data", "segmenter", "train.segmenter"),
+    "maskclip": ("data", "maskclip", "train.maskclip"),
+    "sketch_tokenizer": ("data", "sketch_tokenizer", "train.sketch_tokenizer"),
+    "partial_tokenizer": ("data", "partial_tokenizer", "train.partial_tokenizer"),
+    "vqgan": ("data", "segmenter", "train.segmenter", "maskclip", "train.maskclip", "vqgan", "train.vqgan"),
+}
+
+
+def load_config(name_or_path: str = "default", overrides: list[str] | dict | None = None,
+                variant: str = "armani") -> ArmaniConfig:
+    """A preset name or a YAML path, then a :data:`VARIANTS` entry, then overrides
+    (``["vqgan.fusion=off", ...]`` or a dict)."""
     if name_or_path in PRESETS:
         cfg = PRESETS[name_or_path]()
     elif Path(name_or_path).is_file():
@@ -209,9 +239,28 @@ def load_config(name_or_path: str = "default", overrides: list[str] | dict | Non
         cfg = merge(PRESETS[base](), data)
     else:
         raise ConfigError(f"--config {name_or_path!r} is neither a preset {sorted(PRESETS)} nor a YAML file")
+    if variant not in VARIANTS:
+        raise ConfigError(f"unknown variant {variant!r}; choose from {sorted(VARIANTS)}")
+    if VARIANTS[variant]:
+        cfg = merge(cfg, VARIANTS[variant])
+        cfg = dataclasses.replace(cfg, name=f"{cfg.name}-{variant}")
     if overrides:
         cfg = merge(cfg, parse_overrides(overrides) if isinstance(overrides, list) else overrides)
     return cfg
+
+
+def stage_fingerprint(cfg: ArmaniConfig, stage: str) -> dict | None:
+    """The config sections a stage's result depends on (None: depends on everything)."""
+    if stage not in STAGE_INPUTS:
+        return None
+    out = {}
+    for key in STAGE_INPUTS[stage]:
+        node = cfg
+        for part in key.split("."):
+            node = getattr(node, part)
+        out[key] = to_dict(node)
+    out["seed"] = cfg.train.seed
+    return out
 
 
 def save_config(cfg: ArmaniConfig, path: str | Path) -> None:

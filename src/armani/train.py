@@ -4,9 +4,14 @@
     accelerate launch src/armani/train.py --config tiny --stage maskclip --output runs/tiny \\
         train.maskclip.max_steps=50 maskclip.text_layers=2
     accelerate launch src/armani/train.py --config my.yaml --stage vqgan --output runs/x --resume
+    accelerate launch src/armani/train.py --config default --variant dalle --stage all \
+        --output runs/default-dalle --reuse runs/default
 
-``--config`` is a preset (tiny, default, paper) or a YAML file; trailing ``section.key=value``
-arguments override any field. ``--stage all`` runs every stage in order and skips the ones
+``--config`` is a preset (tiny, default, paper) or a YAML file; ``--variant`` applies a
+baseline/ablation switch set (armani, dalle, no_fusion, no_sem1, no_sem2, m6; see
+armani.config.VARIANTS); trailing ``section.key=value`` arguments override any field.
+``--reuse RUN`` copies the finished stages of another run whose inputs are identical
+(e.g. the segmenter and MaskCLIP shared by every variant) instead of training them again. ``--stage all`` runs every stage in order and skips the ones
 already finished in ``--output``, so a killed run continues with ``--resume``. Plain
 ``python src/armani/train.py`` works too (one process).
 """
@@ -23,6 +28,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--config", default="default", help="preset (tiny, default, paper) or a YAML file")
     p.add_argument("--stage", required=True, help="a stage name, a comma-separated list, or 'all'")
     p.add_argument("--output", default=None, help="run directory (default: runs/<config name>)")
+    p.add_argument("--variant", default="armani", help="baseline/ablation switches (see armani.config.VARIANTS)")
+    p.add_argument("--reuse", default=None, help="copy identical finished stages from this run directory")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint of each stage")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides")
@@ -37,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from armani.training.stages import ORDER
 
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(args.config, args.overrides, variant=args.variant)
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2
@@ -56,9 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(args.output or f"runs/{cfg.name}")
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
+    if args.reuse:
+        reuse_finished_stages(cfg, Path(args.reuse), run_dir, stages)
     for name in stages:
         done = run_dir / name / "final" / "DONE"
-        if args.stage == "all" and done.is_file():
+        if (args.stage == "all" or args.reuse) and done.is_file():
             print(f"[{name}] already finished in {run_dir}; skipping")
             continue
         stage = STAGES[name](cfg, run_dir)
@@ -70,6 +79,35 @@ def main(argv: list[str] | None = None) -> int:
 
     PartialState().destroy_process_group()
     return 0
+
+
+def reuse_finished_stages(cfg, source: Path, run_dir: Path, stages: list[str]) -> list[str]:
+    """Copy ``source/<stage>/final`` for stages whose inputs (config sections, seed) are the
+    same in both runs; returns the stages copied. Only the main process copies."""
+    import shutil
+
+    from accelerate.state import PartialState
+
+    from armani.config import load_config, stage_fingerprint
+
+    if not PartialState().is_main_process:
+        PartialState().wait_for_everyone()
+        return []
+    other = load_config(str(source / "config.yaml"))
+    copied = []
+    if (source / "tokenizer").is_dir() and other.data == cfg.data and not (run_dir / "tokenizer").exists():
+        shutil.copytree(source / "tokenizer", run_dir / "tokenizer")
+    for name in stages:
+        mine, theirs = stage_fingerprint(cfg, name), stage_fingerprint(other, name)
+        src, dst = source / name / "final", run_dir / name / "final"
+        if mine is None or mine != theirs or not (src / "DONE").is_file() or (dst / "DONE").is_file():
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(src, dst, dirs_exist_ok=True)
+        copied.append(name)
+        print(f"[{name}] reused from {source}")
+    PartialState().wait_for_everyone()
+    return copied
 
 
 def _reset_accelerate() -> None:

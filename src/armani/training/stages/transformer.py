@@ -126,10 +126,11 @@ class TransformerStage(GarmentStage):
 
     def semantic_fn(self, text_ids: torch.Tensor):
         f = self.frozen
+        k = self.cfg.train.semantic_samples or len(text_ids)
 
         def fn(probs: torch.Tensor) -> torch.Tensor:
-            images = f["vqgan"].decode_soft(probs)  # (B, 3, H, W), differentiable in probs
-            return semantic_loss(images, text_ids, f["segmenter"], f["maskclip"])
+            images = f["vqgan"].decode_soft(probs[:k])  # (k, 3, H, W), differentiable in probs
+            return semantic_loss(images, text_ids[:k], f["segmenter"], f["maskclip"])
 
         return fn
 
