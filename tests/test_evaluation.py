@@ -1,0 +1,344 @@
+"""Evaluation harness: attribute classifier (stage, verdicts, persistence), FID/IS/CLIPScore
+wrappers, prompts, pipeline loading and the ``python -m armani.evaluate`` CLI on tiny sizes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from armani.evaluation.attributes import (
+    ATTRIBUTE_KEYS, AttributeClassifier, AttributeClassifierConfig, attribute_accuracy, compare, decode_attributes,
+    degrade, encode_attributes, load_validation,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _record(**over) -> dict:
+    base = {"category": "shirt", "color": "navy", "pattern": "plain", "sleeve": "long",
+            "parts": {"body": 1, "sleeve": 1, "cuff": 1, "collar": 1, "pocket": 1, "button": 5, "placket": 1},
+            "pocket_side": "left"}
+    base.update(over)
+    return base
+
+
+# -- the engine stage -----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def classifier_dir(tmp_path_factory) -> Path:
+    """``train.py --config tiny --stage attribute_classifier`` (registration imported explicitly)."""
+    run = tmp_path_factory.mktemp("attr_run")
+    code = ("import sys, armani.training.stages.attributes; from armani.train import main; "
+            "sys.exit(main(sys.argv[1:]))")
+    cmd = [sys.executable, "-c", code, "--config", "tiny", "--stage", "attribute_classifier",
+           "--output", str(run), f"data.cache_dir={run / 'data'}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT,
+                          env=dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1"))
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    return run / "attribute_classifier" / "final"
+
+
+def test_stage_exports_weights_and_real_image_accuracy(classifier_dir):
+    assert (classifier_dir / "DONE").is_file()
+    validation = load_validation(classifier_dir)
+    assert validation["split"] == "val" and validation["num_images"] == 16  # tiny: 16 real val renders
+    assert list(validation["accuracy"]) == list(ATTRIBUTE_KEYS)
+    assert all(0.0 <= a <= 1.0 for a in validation["accuracy"].values())
+    report = json.loads((classifier_dir / "training_report.json").read_text())
+    assert report["steps"] == 6 and np.isfinite(report["final_loss"])
+    model = AttributeClassifier.from_pretrained(classifier_dir)
+    assert model.config.image_size == 32  # the run's image size
+    # Trained weights differ from a fresh init with the same seed... and round-trip exactly.
+    torch.manual_seed(0)
+    fresh = AttributeClassifier(model.config)
+    assert any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), fresh.state_dict().values()))
+    model.save_pretrained(classifier_dir.parent / "copy")
+    again = AttributeClassifier.from_pretrained(classifier_dir.parent / "copy")
+    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    assert torch.equal(model(x)["category"], again(x)["category"])
+
+
+def test_loss_decreases_when_overfitting_one_batch():
+    torch.manual_seed(0)
+    from armani.data.synthetic import generate_row
+    from armani.data.transforms import image_tensor
+
+    rows = [generate_row(i, 32, seed=3) for i in range(8)]
+    x = torch.stack([image_tensor(r["image"]) for r in rows])
+    targets = {k: torch.stack([encode_attributes(r["attributes"])[k] for r in rows])
+               for k in encode_attributes(rows[0]["attributes"])}
+    model = AttributeClassifier(AttributeClassifierConfig(image_size=32, base_channels=8, channel_mults=(1, 2),
+                                                          groups=4, pool=2, feature_dim=32, dropout=0.0))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = model.loss(x, targets)
+    for _ in range(60):
+        loss = model.loss(x, targets)
+        opt.zero_grad()
+        loss.loss.backward()
+        opt.step()
+    assert loss.loss.item() < 0.3 * first.loss.item()
+    assert set(loss.scalars()) == {"category", "color", "pattern", "sleeve", "parts", "button", "pocket",
+                                   "pocket_side"}
+    # Memorised: the predicted records are the targets, attribute by attribute.
+    acc = attribute_accuracy(model.predict(x), [r["attributes"] for r in rows])
+    assert acc["category"] == 1.0 and acc["color"] == 1.0 and acc["count:button"] == 1.0
+
+
+# -- records and verdicts -------------------------------------------------------------------------
+def test_compare_verdicts_on_hand_made_records():
+    target = _record()
+    assert all(compare(target, target).values()) and list(compare(target, target)) == list(ATTRIBUTE_KEYS)
+    four_buttons = _record(parts={**target["parts"], "button": 4})
+    v = compare(four_buttons, target)
+    assert not v["count:button"] and v["part:button"]  # present in both, but the count is exact
+    assert sum(not ok for ok in v.values()) == 1
+    right = compare(_record(pocket_side="right"), target)
+    assert not right["pocket_side"] and right["part:pocket"] and right["count:pocket"]
+    no_collar = {k: n for k, n in target["parts"].items() if k != "collar"}
+    v = compare(_record(parts=no_collar), target)
+    assert not v["part:collar"] and sum(not ok for ok in v.values()) == 1
+    extra_hood = compare(_record(parts={**target["parts"], "hood": 1}), target)
+    assert not extra_hood["part:hood"]  # a part that was not asked for is wrong too
+    skirt = _record(category="skirt", sleeve=None, parts={"body": 1, "waistband": 1}, pocket_side=None)
+    v = compare(skirt, _record(category="skirt", sleeve="short", parts={"body": 1, "waistband": 1}, pocket_side=None))
+    assert not v["sleeve"] and v["count:button"] and v["count:pocket"] and v["pocket_side"]
+    acc = attribute_accuracy([target, four_buttons], [target, target])
+    assert acc["count:button"] == 0.5 and acc["category"] == 1.0
+
+
+def test_encode_decode_round_trips_dataset_records():
+    from armani.data.synthetic import generate_row
+
+    for i in range(40):
+        record = generate_row(i, 32, seed=1)["attributes"]
+        t = encode_attributes(record)
+        answers = {k: (v.unsqueeze(0) > 0.5) if k == "parts" else v.unsqueeze(0) for k, v in t.items()}
+        assert decode_attributes(answers)[0] == record
+    with pytest.raises(ValueError, match="color"):
+        encode_attributes(_record(color="teal"))
+    with pytest.raises(ValueError, match="unknown part"):
+        encode_attributes(_record(parts={"body": 1, "frill": 1}))
+
+
+def test_degrade_is_seeded_light_and_keeps_the_picture():
+    from armani.data.synthetic import generate_row
+
+    image = generate_row(0, 64, seed=0)["image"]
+    outs = [degrade(image, np.random.default_rng(s)) for s in range(6)]
+    assert np.array_equal(degrade(image, np.random.default_rng(3)), outs[3])
+    assert all(o.shape == image.shape and o.dtype == np.uint8 for o in outs)
+    assert sum(not np.array_equal(o, image) for o in outs) >= 4
+    for o in outs:  # the garment's colour survives: mean colour moves by a few levels only
+        assert np.abs(o.reshape(-1, 3).mean(0) - image.reshape(-1, 3).mean(0)).max() < 20
+
+
+# -- metrics --------------------------------------------------------------------------------------
+def _renders(n: int, seed: int, size: int = 32) -> torch.Tensor:
+    from armani.data.synthetic import generate_row
+
+    return torch.from_numpy(np.stack([generate_row(i, size, seed=seed)["image"] for i in range(n)])).permute(0, 3, 1, 2)
+
+
+@pytest.fixture(scope="module")
+def random_classifier():
+    torch.manual_seed(0)
+    return AttributeClassifier(AttributeClassifierConfig(image_size=32, base_channels=8, channel_mults=(1, 2),
+                                                         groups=4, pool=2, feature_dim=16)).eval()
+
+
+def test_fid_with_classifier_features(random_classifier, monkeypatch, tmp_path):
+    from armani.evaluation.metrics import choose_extractors, frechet_distance
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))  # no Inception weights here
+    ext = choose_extractors(random_classifier)
+    assert ext.name.startswith("attribute-classifier")
+    with pytest.raises(FileNotFoundError):
+        choose_extractors(random_classifier, inception="on")
+    real = _renders(24, seed=0)
+    same = frechet_distance(real, real.clone(), ext)
+    other_renders = frechet_distance(real, _renders(24, seed=1), ext)
+    noise = frechet_distance(real, torch.randint(0, 256, real.shape, dtype=torch.uint8), ext)
+    assert abs(same) < 1e-3
+    assert other_renders > 10 * max(abs(same), 1e-4)
+    assert noise > other_renders  # noise is further from garments than other garments are
+
+
+def test_inception_score_with_classifier_logits(random_classifier):
+    from armani.evaluation.metrics import choose_extractors, inception_score
+
+    ext = choose_extractors(random_classifier, inception="off")
+    images = _renders(20, seed=0)
+    mean, std = inception_score(images, ext, seed=0)
+    assert np.isfinite(mean) and np.isfinite(std) and 1.0 <= mean <= 12.0
+    assert inception_score(images, ext, seed=0) == (mean, std)  # seeded shuffle
+    same = torch.stack([images[0]] * 20)  # one image repeated: every split has KL 0
+    assert inception_score(same, ext)[0] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_clip_score_adapter_matches_a_direct_computation():
+    import open_clip
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+
+    from armani.evaluation.metrics import clip_score, clip_score_metric
+
+    torch.manual_seed(0)
+    model = CLIP(embed_dim=16, vision_cfg=CLIPVisionCfg(layers=1, width=32, head_width=16, patch_size=8, image_size=32),
+                 text_cfg=CLIPTextCfg(context_length=77, vocab_size=49408, width=32, heads=2, layers=1)).eval()
+    preprocess = open_clip.image_transform(32, is_train=False)
+    tokenizer = open_clip.get_tokenizer("ViT-B-32")
+    images = _renders(4, seed=0)
+    texts = ["a navy shirt", "a red dress with a belt", "grey trousers", "a hoodie"]
+    got = clip_score(clip_score_metric(model, preprocess, tokenizer), images, texts)
+    from PIL import Image
+
+    with torch.no_grad():
+        img = model.encode_image(torch.stack([preprocess(Image.fromarray(im.permute(1, 2, 0).numpy()))
+                                              for im in images]))
+        txt = model.encode_text(tokenizer(texts))
+    cos = torch.nn.functional.cosine_similarity(img, txt, dim=-1)
+    assert got == pytest.approx(max(0.0, float(100 * cos.mean())), rel=1e-4, abs=1e-4)
+
+
+def test_openclip_scorer_is_unavailable_without_weights(monkeypatch, tmp_path):
+    from armani.evaluation.metrics import OPENCLIP_ENV, openclip_scorer
+
+    monkeypatch.delenv(OPENCLIP_ENV, raising=False)
+    assert openclip_scorer() is None
+    bad = tmp_path / "clip.bin"
+    bad.write_bytes(b"x")
+    with pytest.raises(ValueError, match="safetensors"):
+        openclip_scorer(bad)
+
+
+# -- prompts --------------------------------------------------------------------------------------
+def test_default_prompts_carry_the_split_records():
+    from armani.data.synthetic import DEFAULT_HELDOUT, generate_row
+    from armani.evaluation.prompts import default_prompts
+
+    prompts = default_prompts(5, "val", seed=2)
+    assert [p["attributes"] for p in prompts] == [generate_row(i, 32, seed=2, split="val")["attributes"]
+                                                  for i in range(5)]
+    assert all(p["text"] and p["attributes"]["color"] in p["text"].lower() for p in prompts)
+    held = default_prompts(6, "heldout", seed=0)
+    assert all(any(c.matches(p["attributes"]) for c in DEFAULT_HELDOUT) for p in held)
+    assert default_prompts(3, "val", seed=2) == prompts[:3]
+
+
+def test_load_prompts_round_trip_and_errors(tmp_path):
+    from armani.evaluation.prompts import PromptFileError, default_prompts, load_prompts, save_prompts
+
+    prompts = default_prompts(3)
+    path = save_prompts(prompts, tmp_path / "p.jsonl")
+    assert load_prompts(path) == prompts
+    good = json.dumps(prompts[0])
+    cases = {
+        "not valid JSON": "{text: 1}",
+        "expected an object": "[1, 2]",
+        "'text' must be a non-empty string": json.dumps({"text": " ", "attributes": prompts[0]["attributes"]}),
+        "no 'attributes'": json.dumps({"text": "a red shirt"}),
+        "attributes.color": json.dumps({"text": "x", "attributes": {**prompts[0]["attributes"], "color": "teal"}}),
+        "unknown part 'frill'": json.dumps({"text": "x", "attributes": {**prompts[0]["attributes"],
+                                                                         "parts": {"body": 1, "frill": 1}}}),
+        "lacks": json.dumps({"text": "x", "attributes": {"category": "shirt"}}),
+    }
+    for message, line in cases.items():
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text(f"# a comment\n{good}\n\n{line}\n")
+        with pytest.raises(PromptFileError, match=f"bad.jsonl:4: .*{message}"):
+            load_prompts(bad)
+    (tmp_path / "empty.jsonl").write_text("\n# nothing\n")
+    with pytest.raises(PromptFileError, match="no prompts"):
+        load_prompts(tmp_path / "empty.jsonl")
+    with pytest.raises(FileNotFoundError):
+        load_prompts(tmp_path / "missing.jsonl")
+
+
+def test_controls_come_from_a_render_of_the_attributes():
+    from armani.data.transforms import canny_sketch
+    from armani.evaluation.prompts import default_prompts, make_controls
+
+    attrs = default_prompts(1)[0]["attributes"]
+    assert make_controls(attrs, "text", 32, np.random.default_rng(0)).pipeline_kwargs() == {}
+    sk = make_controls(attrs, "text+sketch", 32, np.random.default_rng(0))
+    assert np.array_equal(sk.sketch, canny_sketch(sk.reference)) and sk.sketch.any()
+    pa = make_controls(attrs, "text+partial", 32, np.random.default_rng(0))
+    assert abs(pa.keep_mask.mean() - 0.25) < 0.06 and np.array_equal(pa.partial, pa.reference)
+    kwargs = pa.pipeline_kwargs()
+    assert set(kwargs) == {"partial", "partial_keep_mask"}
+    with pytest.raises(ValueError, match="task"):
+        make_controls(attrs, "sketch", 32, np.random.default_rng(0))
+
+
+# -- pipelines and the CLI ------------------------------------------------------------------------
+def test_load_any_pipeline_dispatches_on_format(tiny_run, tmp_path, monkeypatch):
+    from armani.evaluation import load_any_pipeline
+    from armani.pipeline import ArmaniPipeline
+
+    pipe = load_any_pipeline(tiny_run)
+    assert isinstance(pipe, ArmaniPipeline)
+    pipe.save_pretrained(tmp_path / "saved")
+    again = load_any_pipeline(tmp_path / "saved")
+    assert torch.equal(next(again.transformer.parameters()), next(pipe.transformer.parameters()))
+    weird = tmp_path / "weird"
+    weird.mkdir()
+    (weird / "pipeline.json").write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(ValueError, match="unknown pipeline format"):
+        load_any_pipeline(weird)
+    (weird / "pipeline.json").write_text(json.dumps({"format": "armani-diffusion"}))
+    monkeypatch.setitem(sys.modules, "armani.baselines.diffusion", None)  # as if the module were absent
+    with pytest.raises(ImportError, match="diffusion-baseline"):
+        load_any_pipeline(weird)
+    with pytest.raises(FileNotFoundError, match="neither"):
+        load_any_pipeline(tmp_path)
+
+
+def test_cli_end_to_end_on_tiny(tiny_run, classifier_dir, tmp_path, capsys, monkeypatch):
+    from armani import evaluate
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))  # offline: no Inception
+    monkeypatch.delenv("ARMANI_OPENCLIP_WEIGHTS", raising=False)
+    out, fig = tmp_path / "report.json", tmp_path / "acc.png"
+    rc = evaluate.main(["--checkpoint", str(tiny_run), "--classifier", str(classifier_dir), "--num-prompts", "3",
+                        "--samples-per-prompt", "1", "--task", "text+sketch", "--out", str(out),
+                        "--figure", str(fig), "--no-progress"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    for row in ("FID", "IS (mean +- std)", "MaskCLIP score", "CLIPScore", "acc count:button", "not trusted"):
+        assert row in printed
+    report = json.loads(out.read_text())
+    for key in ("fid", "is", "feature_extractor", "clip_score", "maskclip_score", "attributes", "part_accuracy",
+                "trusted_attributes", "counts", "seconds_per_image", "config", "classifier_validation"):
+        assert key in report
+    assert report["feature_extractor"].startswith("attribute-classifier")
+    assert report["clip_score"] == "unavailable"
+    assert np.isfinite(report["fid"]) and report["fid"] >= 0
+    assert 1.0 <= report["is"]["mean"] <= 12.0
+    assert -1.0 <= report["maskclip_score"] <= 1.0 and report["maskclip_judge"] == "the evaluated checkpoint"
+    assert report["counts"]["generated_images"] == 3 == report["counts"]["real_images"]
+    assert report["config"]["task"] == "text+sketch" and report["config"]["image_size"] == 32
+    real = report["classifier_validation"]["accuracy"]
+    for key, v in report["attributes"].items():
+        assert v["classifier_real_accuracy"] == real[key]
+        assert v["trusted"] == (real[key] >= 0.95)
+        assert abs(v["accuracy"] * 3 - round(v["accuracy"] * 3)) < 1e-9  # 3 images: thirds
+    trusted = [v["accuracy"] for v in report["attributes"].values() if v["trusted"]]
+    assert report["part_accuracy"] == (pytest.approx(np.mean(trusted)) if trusted else None)
+    assert fig.is_file() and fig.stat().st_size > 1000
+
+
+def test_cli_reports_bad_inputs_clearly(tiny_run, tmp_path, capsys):
+    from armani import evaluate
+
+    rc = evaluate.main(["--checkpoint", str(tiny_run), "--classifier", str(tmp_path / "nope"), "--num-prompts", "1",
+                        "--out", str(tmp_path / "r.json"), "--no-progress"])
+    assert rc == 2 and "holds no attribute classifier" in capsys.readouterr().err
+    rc = evaluate.main(["--checkpoint", str(tmp_path), "--num-prompts", "1", "--out", str(tmp_path / "r.json"),
+                        "--no-progress"])
+    assert rc == 2 and "neither a saved pipeline" in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()
