@@ -5,6 +5,15 @@ Order of a full run (``--stage all``): segmenter -> maskclip -> vqgan -> sketch_
 stages load what they need from there.
 """
 
-from armani.training.stages import base, maskclip, segmenter, tokenizers, transformer  # noqa: F401  (registration)
+from armani.training.stages import (  # noqa: F401  (registration)
+    attributes,
+    base,
+    diffusion,
+    maskclip,
+    segmenter,
+    tokenizers,
+    transformer,
+)
 
+# Not in ORDER (trained on demand): attribute_classifier (evaluation), diffusion (a baseline).
 ORDER = ("segmenter", "maskclip", "vqgan", "sketch_tokenizer", "partial_tokenizer", "transformer")
