@@ -25,8 +25,9 @@ Choices the project's brief leaves open, fixed here:
   (eta 0), both built from the training schedule's config with ``trailing`` timestep
   spacing, so the first step starts from pure noise. Predicted clean images are clipped to
   [-1, 1] (DDIM ``clip_sample``; DPM-Solver++ dynamic thresholding with a maximum of 1).
-- **Attention.** Cross-attention (with self-attention) only at the lower resolutions
-  (``attention_levels``); at 64x64 it would cost more than the convolutions on a CPU.
+- **Attention.** Cross-attention (with self-attention) only at the lowest resolution
+  by default (16x16 at 64 px, ARMANI's token grid; ``attention_levels``): at 32x32 it
+  nearly doubled the CPU training step, at 64x64 it would cost more than the convolutions.
   ``attention_head_dim`` here is the width of one head: diffusers' argument of that name
   is, for historical reasons, the *number* of heads (diffusers issue #2011), so the UNet is
   built with ``channels // attention_head_dim`` heads per level.
