@@ -1,0 +1,1 @@
+"""The ARMANI Gradio app: ``python demo/app.py [--checkpoint DIR]`` (see demo/app.py)."""

@@ -1,0 +1,213 @@
+"""What the app loads once at start: the main ARMANI pipeline, the baselines for the Compare
+tab, and the search gallery (built lazily in a background thread).
+
+Choices the issue leaves to us:
+
+- ``--checkpoint DIR`` takes a saved pipeline (a folder with ``pipeline.json``) or a training
+  run directory (``RUN/<stage>/final``, assembled with ``ArmaniPipeline.from_run``).
+- Baselines are every folder under the checkpoints folder holding a ``pipeline.json``, other
+  than the main checkpoint, plus each ``--compare NAME=DIR``. ``pipeline.json``'s "format"
+  picks the loader; a baseline that fails to load or has an unknown format is skipped
+  with a note (shown in the Compare tab), never a crash at start.
+- The search gallery is the procedural validation split (fixed seed) or ``--search-data``
+  (anything ``armani.data.loader.load_garment_dataset`` reads). Rows with a ground-truth
+  part mask are indexed with it; a source without masks uses the segmenter's prediction.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from armani.pipeline import SHIPPED_CHECKPOINT, ArmaniPipeline
+
+log = logging.getLogger("armani.demo")
+
+CHECKPOINTS_DIR = SHIPPED_CHECKPOINT.parent
+FORMATS = ("armani-pipeline", "armani-diffusion")
+
+
+@dataclass
+class Method:
+    """One model of the Compare tab: ARMANI itself or a baseline."""
+
+    name: str
+    pipeline: Any  # ArmaniPipeline, or any object with __call__(text=, num_images=, seed=) -> PipelineOutput
+    source: str
+    load_seconds: float = 0.0
+
+
+def pipeline_format(folder: Path) -> str | None:
+    """The "format" field of ``folder/pipeline.json`` (None when the file is missing or unreadable)."""
+    try:
+        return json.loads((folder / "pipeline.json").read_text()).get("format")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def load_main(checkpoint: str | Path | None) -> ArmaniPipeline:
+    """The app's ARMANI pipeline: the shipped checkpoint (None), a saved pipeline or a training run."""
+    if checkpoint is None:
+        return ArmaniPipeline.from_pretrained()
+    folder = Path(checkpoint)
+    if (folder / "pipeline.json").is_file():
+        return ArmaniPipeline.from_pretrained(folder)
+    if (folder / "transformer" / "final").is_dir():
+        return ArmaniPipeline.from_run(folder)
+    raise FileNotFoundError(
+        f"{folder} is neither a saved pipeline (no pipeline.json) nor a finished training run "
+        "(no transformer/final); train one with `python src/armani/train.py --config tiny --stage all --output DIR`"
+    )
+
+
+def load_method(name: str, folder: Path) -> Method:
+    """Load a baseline by its pipeline.json format; raises ValueError for an unknown format."""
+    start = time.perf_counter()
+    fmt = pipeline_format(folder)
+    if fmt == "armani-pipeline":
+        pipe = ArmaniPipeline.from_pretrained(folder)
+    elif fmt == "armani-diffusion":
+        from armani.baselines import DiffusionBaselinePipeline  # imported lazily: diffusers is heavy
+
+        pipe = DiffusionBaselinePipeline.from_pretrained(folder)
+    elif fmt is None and (folder / "transformer" / "final").is_dir():
+        pipe = ArmaniPipeline.from_run(folder)
+    else:
+        raise ValueError(f"unknown pipeline format {fmt!r} (this app reads {', '.join(FORMATS)})")
+    return Method(name=name, pipeline=pipe, source=str(folder), load_seconds=time.perf_counter() - start)
+
+
+def discover_baselines(checkpoints_dir: Path | None, main_dir: Path | None,
+                       extra: dict[str, Path]) -> tuple[list[Method], list[str]]:
+    """Load every baseline; returns (methods, notes on the ones skipped)."""
+    folders: dict[str, Path] = {}
+    if checkpoints_dir is not None and checkpoints_dir.is_dir():
+        main = main_dir.resolve() if main_dir is not None else SHIPPED_CHECKPOINT.resolve()
+        for sub in sorted(checkpoints_dir.iterdir()):
+            if (sub / "pipeline.json").is_file() and sub.resolve() != main:
+                folders[sub.name] = sub
+    folders.update(extra)
+    methods, skipped = [], []
+    for name, folder in folders.items():
+        try:
+            methods.append(load_method(name, folder))
+        except Exception as err:  # noqa: BLE001 - a broken baseline must not stop the app
+            skipped.append(f"{name} ({folder}): skipped, {type(err).__name__}: {str(err)[:200]}")
+            log.warning("baseline %s skipped: %s", name, err)
+    return methods, skipped
+
+
+@dataclass
+class SearchGallery:
+    """Text -> garment search over a gallery, with ``armani.retrieval.MaskCLIPIndex``.
+
+    ``start()`` builds the index in a daemon thread so that the app starts at once; a
+    search waits for it (up to ``timeout``).
+    """
+
+    pipeline: ArmaniPipeline
+    source: str | None = None  # None: the procedural validation split
+    size: int = 500
+    seed: int = 0
+    images: list[Image.Image] = field(default_factory=list)
+    captions: list[str] = field(default_factory=list)
+    index: Any = None
+    error: str | None = None
+    seconds: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _ready: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._build, name="search-index", daemon=True)
+                self._thread.start()
+
+    def _rows(self):
+        if self.source is None:
+            from armani.data.synthetic import generate_dataset
+
+            return generate_dataset(self.size, size=self.pipeline.image_size, seed=self.seed, split="val",
+                                    workers=1, progress=False)
+        from armani.data.loader import load_garment_dataset
+
+        ds = load_garment_dataset(self.source, split=None)
+        return ds.select(range(min(self.size, len(ds))))
+
+    def _build(self) -> None:
+        try:
+            from armani.data.transforms import GarmentTorchDataset
+            from armani.retrieval import MaskCLIPIndex
+
+            start = time.perf_counter()
+            pipe = self.pipeline
+            if pipe.maskclip is None:
+                raise ValueError("this checkpoint has no MaskCLIP")
+            rows = GarmentTorchDataset(self._rows(), pipe.image_size, pipe.tokenizer)
+            items = [rows[i] for i in range(len(rows))]
+            with_masks = all(bool(item["has_mask"]) for item in items)
+            self.index = MaskCLIPIndex.build(
+                pipe.maskclip, [{"image": it["image"], "mask": it["mask"]} for it in items],
+                part_probs_fn=None if with_masks else pipe.segmenter.probs, tokenizer=pipe.tokenizer)
+            from armani.data.images import tensor_to_pil
+
+            self.images = [tensor_to_pil(it["image"]) for it in items]
+            self.captions = [it["caption"] for it in items]
+            self.seconds = time.perf_counter() - start
+            log.info("search index: %d garments in %.1f s", len(items), self.seconds)
+        except Exception as err:  # noqa: BLE001 - reported to the user on search
+            self.error = f"{type(err).__name__}: {err}"
+            log.warning("search index failed: %s", self.error)
+        finally:
+            self._ready.set()
+
+    def wait(self, timeout: float) -> bool:
+        self.start()
+        return self._ready.wait(timeout)
+
+    def search(self, text: str, k: int) -> list[tuple[int, float]]:
+        if self.error is not None:
+            raise RuntimeError(f"the search gallery could not be built ({self.error})")
+        return self.index.search(text, k)
+
+
+@dataclass
+class DemoModels:
+    """Everything the handlers need, loaded once."""
+
+    main: ArmaniPipeline
+    baselines: list[Method] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    search: SearchGallery | None = None
+    checkpoint_dir: Path | None = None
+    time_limit: float = 60.0
+    load_seconds: float = 0.0
+
+    @property
+    def methods(self) -> list[Method]:
+        main = Method(self.main.settings.name.upper() if self.main.settings.name == "armani" else self.main.settings.name,
+                      self.main, str(self.checkpoint_dir or SHIPPED_CHECKPOINT), self.load_seconds)
+        return [main, *self.baselines]
+
+    @classmethod
+    def load(cls, checkpoint: str | Path | None = None, compare: dict[str, Path] | None = None,
+             checkpoints_dir: Path | None = CHECKPOINTS_DIR, search_data: str | None = None,
+             search_size: int = 500, time_limit: float = 60.0, warmup: bool = True) -> "DemoModels":
+        start = time.perf_counter()
+        main = load_main(checkpoint)
+        load_seconds = time.perf_counter() - start
+        if warmup:  # builds the sampler's bf16 weight copy now, not in the first user's request
+            main(text="a garment", num_images=1, seed=0)
+        main_dir = Path(checkpoint) if checkpoint is not None else SHIPPED_CHECKPOINT
+        baselines, skipped = discover_baselines(checkpoints_dir, main_dir, dict(compare or {}))
+        search = SearchGallery(main, source=search_data, size=search_size)
+        return cls(main=main, baselines=baselines, skipped=skipped, search=search, checkpoint_dir=main_dir,
+                   time_limit=time_limit, load_seconds=load_seconds)
