@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,9 +24,7 @@ from armani.baselines.diffusion import (
 )
 from armani.pipeline import PipelineInputError
 
-# train.py's own main(); the import registers the stage even while armani.training.stages
-# does not import it (the stage is not part of --stage all).
-LAUNCH = "import sys, armani.training.stages.diffusion; from armani.train import main; sys.exit(main(sys.argv[1:]))"
+TRAIN = Path(__file__).resolve().parents[1] / "src" / "armani" / "train.py"
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +32,7 @@ def diffusion_run(tiny_run, tmp_path_factory):
     """A copy of the tiny run with the diffusion stage trained on top (6 steps)."""
     run = tmp_path_factory.mktemp("diffusion_run") / "run"
     shutil.copytree(tiny_run, run)
-    cmd = [sys.executable, "-c", LAUNCH, "--config", "tiny", "--stage", "diffusion", "--output", str(run),
+    cmd = [sys.executable, str(TRAIN), "--config", "tiny", "--stage", "diffusion", "--output", str(run),
            f"data.cache_dir={run / 'data'}"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1"))
