@@ -303,3 +303,24 @@ def test_pretrained_tag_offline_gives_one_clear_error(tokenizer):
     # offline: the download fails (RuntimeError); with cached weights: the sizes do not fit
     with pytest.raises((RuntimeError, ValueError), match="Offline|do not fit"):
         model.load_pretrained_text("ViT-B-32/openai", tokenizer)
+
+
+def test_local_attention_radius_limits_what_a_part_token_sees():
+    cfg = MaskCLIPConfig(image_size=32, grid=8, vision_width=32, vision_layers=2, vision_heads=2, text_width=32,
+                         text_layers=1, text_heads=2, embed_dim=16, vocab_size=100, context_length=8, sot_id=1,
+                         eot_id=2, attention_radius=1)
+    torch.manual_seed(0)
+    model = MaskCLIP(cfg).eval()
+    probs = torch.zeros(1, NUM_PARTS, 32, 32)
+    probs[:, 0] = 1
+    probs[:, 1, :, :] = 1  # the whole image is garment: every patch is a valid key
+    probs[:, 0] = 0
+    img = torch.randn(1, 3, 32, 32)
+    far = img.clone()
+    far[..., 28:, 28:] += 3  # change only the bottom-right patch
+    with torch.no_grad():
+        a, _ = model.encode_parts(img, probs)
+        b, _ = model.encode_parts(far, probs)
+    changed = (a - b).abs().amax(-1).reshape(8, 8) > 1e-6
+    # Two layers of radius-1 attention reach at most 2 cells away from the changed patch.
+    assert changed[7, 7] and changed[5, 5] and not changed[:5].any() and not changed[:, :5].any()

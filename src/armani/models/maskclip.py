@@ -124,6 +124,12 @@ class MaskCLIPConfig:
     max_logit_scale: float = 100.0
     pretrained_text: str | None = None  # informational: where the text weights came from
     background_threshold: float = 0.02
+    # 0: every patch attends to every part patch (a plain ViT). r > 0: a patch attends only
+    # to part patches within r cells (Chebyshev distance) and itself, so a part token
+    # describes its own neighbourhood. Measured on the default config: with global attention
+    # one "hub" patch per image learnt to match every word (pointing at the sleeve for any
+    # word: 19% pointing accuracy at 14% chance) while retrieval was fine.
+    attention_radius: int = 0
     pad_id: int = 0
     sot_id: int = _BPE_SOT
     eot_id: int = _BPE_EOT
@@ -226,6 +232,16 @@ class MaskCLIP(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / c.init_temperature)))
 
     # -- encoders --------------------------------------------------------------------
+    def _local_mask(self, device) -> torch.Tensor:
+        """(N, N) bool: key patch within ``attention_radius`` grid cells of the query patch."""
+        g = self.config.grid
+        yx = torch.stack(torch.meshgrid(torch.arange(g), torch.arange(g), indexing="ij"), -1).reshape(-1, 2)
+        dist = (yx[:, None, :] - yx[None, :, :]).abs().amax(-1)  # (N, N) Chebyshev
+        return (dist <= self.config.attention_radius).to(device)
+
+    def _self_mask(self, device) -> torch.Tensor:
+        return torch.eye(self.config.grid**2, dtype=torch.bool, device=device)
+
     def patch_valid(self, part_probs: torch.Tensor) -> torch.Tensor:
         """(B, 15, H, W) soft mask -> (B, N) bool: patch holds more than background."""
         foreground = 1.0 - part_probs[:, BACKGROUND]  # (B, H, W)
@@ -244,6 +260,9 @@ class MaskCLIP(nn.Module):
         # on background pixels; a sample without any part patch attends everywhere (no NaN).
         keys = valid | ~valid.any(dim=1, keepdim=True)  # (B, N)
         attn_mask = keys[:, None, None, :].expand(-1, 1, keys.shape[1], -1)  # (B, 1, N, N)
+        if self.config.attention_radius > 0:
+            # Local attention; every query keeps itself as a key, so no row is empty.
+            attn_mask = (attn_mask & self._local_mask(image.device)) | self._self_mask(image.device)
         x = torch.cat([image, part_probs.to(image.dtype)], dim=1)  # (B, 18, H, W)
         tokens = self.mask_encoder.forward_features(x, attn_mask=attn_mask)  # (B, N, width)
         tokens = F.normalize(self.mask_proj(tokens), dim=-1)  # (B, N, D)
