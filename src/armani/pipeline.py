@@ -468,6 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m armani.pipeline --run runs/default --out checkpoints/armani``: assemble a
     pipeline from a training run; ``--prompt`` also renders a quick sample grid."""
     import argparse
+    import shutil
 
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("--run", help="training run directory to assemble from")
@@ -483,6 +484,12 @@ def main(argv: list[str] | None = None) -> int:
         pipe = ArmaniPipeline.from_pretrained(args.checkpoint)
     if args.out:
         pipe.save_pretrained(args.out)
+        if args.run:
+            from armani.model_card import model_card
+
+            card = model_card(Path(args.run), pipe.settings.name, pipe.settings.description)
+            (Path(args.out) / "README.md").write_text(card)
+            shutil.copy(Path(args.run) / "config.yaml", Path(args.out) / "run_config.yaml")
         print(f"saved {args.out}")
     if args.prompt:
         rows = []
