@@ -68,7 +68,7 @@ class TrainConfig:
     vqgan: OptimConfig = field(default_factory=lambda: OptimConfig(lr=4e-4, max_steps=1800, batch_size=16))
     sketch_tokenizer: OptimConfig = field(default_factory=lambda: OptimConfig(lr=4e-4, max_steps=600, batch_size=32))
     partial_tokenizer: OptimConfig = field(default_factory=lambda: OptimConfig(lr=4e-4, max_steps=600, batch_size=32))
-    transformer: OptimConfig = field(default_factory=lambda: OptimConfig(lr=8e-4, max_steps=1200, batch_size=16))
+    transformer: OptimConfig = field(default_factory=lambda: OptimConfig(lr=8e-4, max_steps=900, batch_size=16))
 
 
 def _sketch_tokenizer(image_size: int, base: int, mult: tuple[int, ...], codes: int) -> VQGANConfig:
