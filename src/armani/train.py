@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     if args.reuse:
-        reuse_finished_stages(cfg, Path(args.reuse), run_dir, stages)
+        # Every identical stage, not only the requested ones: they may be inputs of those.
+        reuse_finished_stages(cfg, Path(args.reuse), run_dir, list(dict.fromkeys([*ORDER, *stages])))
     for name in stages:
         done = run_dir / name / "final" / "DONE"
         if (args.stage == "all" or args.reuse) and done.is_file():
