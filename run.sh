@@ -39,6 +39,9 @@ case "${1:-}" in
   test)
     setup
     shift
+    # The browser test drives Debian's Chromium through Playwright (never `playwright install`).
+    command -v chromium >/dev/null || { echo "[test] installing chromium (apt)"; \
+      (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "[test] no chromium: browser test skipped"; }
     exec .venv/bin/python -m pytest -q "$@"
     ;;
   *)

@@ -77,7 +77,7 @@ def _about(models: DemoModels) -> str:
     card = models.checkpoint_dir / "README.md" if models.checkpoint_dir else None
     card_text = card.read_text() if card is not None and card.is_file() else (
         f"*No model card (README.md) in `{models.checkpoint_dir}`.*")
-    baselines = "\n".join(f"- **{m.name}**: `{m.source}`" for m in models.baselines) or "- none found"
+    baselines = "\n".join(f"- **{m.name}**: `{m.source}`" for m in models.baselines) or "- (no baselines found)"
     skipped = "".join(f"\n- {s}" for s in models.skipped)
     return f"""## Model card
 
@@ -237,24 +237,25 @@ def build_app(models: DemoModels) -> gr.Blocks:
                            [p_gallery, p_raw, p_seen, p_status], api_name="partial_to_image", **raw_opts)
 
             # -- MaskCLIP heatmaps ---------------------------------------------------------------------
-            with gr.Tab("MaskCLIP heatmaps", id="heatmaps"):
+            with gr.Tab("MaskCLIP heatmaps", id="heatmaps", elem_id="heatmaps-tab"):
                 gr.Markdown("Which garment part does each word point at? One heatmap per word (MaskCLIP's "
                             "similarity of the word with every part token; the best patch is outlined).")
                 with gr.Row():
                     with gr.Column(scale=2):
-                        m_image = gr.Image(label="Garment", type="filepath", image_mode=None,
+                        m_image = gr.Image(label="Garment", type="filepath", image_mode=None, elem_id="heatmaps-image",
                                            sources=["upload", "clipboard"], height=280, elem_classes="shown")
                         m_text = gr.Textbox(label="Text", lines=2, max_length=MAX_TEXT_CHARS,
                                             value="a shirt with a collar, long sleeves and a pocket")
                         m_go = gr.Button("Show heatmaps", variant="primary")
                         gr.Examples(garments, inputs=[m_image, m_text], label="Garments from the procedural dataset")
                     with gr.Column(scale=3):
-                        m_gallery = gr.Gallery(label="Heatmap per word", columns=4, height="auto", format="png")
+                        m_gallery = gr.Gallery(label="Heatmap per word", columns=4, height="auto", format="png",
+                                               elem_id="heatmaps-gallery")
                         with gr.Row():
                             m_parts = gr.AnnotatedImage(label="Predicted part mask", color_map=colour_map(),
                                                         height=280)
                             m_table = gr.Dataframe(headers=["word", "points at", "score", "part word", "hit"],
-                                                   label="Word → part → score", interactive=False)
+                                                   label="Word → part → score", interactive=False, scale=2)
                         with gr.Accordion("As one figure (the paper's Fig. 6)", open=False):
                             m_figure = gr.Image(label="Heatmaps", interactive=False, format="png")
                 m_go.click(h.heatmaps, [m_image, m_text], [m_gallery, m_parts, m_table, m_figure],

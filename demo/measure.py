@@ -1,0 +1,62 @@
+"""Measure the app as users meet it: start time, memory, time to first image.
+
+    python demo/measure.py                          # the shipped checkpoint
+    python demo/measure.py --checkpoint runs/tiny --calls 10
+
+Starts ``demo/app.py`` in a subprocess (demo/launcher.py), then times ``/text_to_image`` with
+4 images through ``gradio_client`` (client-side wall time: queue, sampling, decoding, PNG
+encoding and transfer) and reads the app's resident memory. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from demo.examples import EXAMPLE_PROMPTS
+from demo.launcher import running_app
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", default=None)
+    ap.add_argument("--calls", type=int, default=10)
+    ap.add_argument("--num-images", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=None, help="OMP threads of the app (default: all cores)")
+    args = ap.parse_args(argv)
+    from gradio_client import Client
+
+    app_args = ["--baselines-dir", "none"] + (["--checkpoint", args.checkpoint] if args.checkpoint else [])
+    with running_app(app_args, threads=args.threads) as app:
+        client = Client(app.url, verbose=False, httpx_kwargs={"timeout": 300})
+        seconds, server = [], []
+        for i in range(args.calls):
+            prompt = EXAMPLE_PROMPTS[i % len(EXAMPLE_PROMPTS)]
+            start = time.perf_counter()
+            _, raw, status = client.predict(prompt, args.num_images, i, 1.0, 100, 3.0, "AR", api_name="/text_to_image")
+            seconds.append(time.perf_counter() - start)
+            server.append(float(status.split(" in ")[1].split(" s")[0]))
+            assert len(raw) == args.num_images
+        report = {
+            "checkpoint": args.checkpoint or "checkpoints/armani",
+            "start_seconds": round(app.start_seconds, 2),
+            "rss_mib": round(app.rss_bytes() / 2**20, 1),
+            "num_images": args.num_images,
+            "calls": args.calls,
+            "first_image_p50_seconds": round(statistics.median(seconds), 3),
+            "first_image_max_seconds": round(max(seconds), 3),
+            "server_side_p50_seconds": round(statistics.median(server), 3),
+        }
+    print(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()

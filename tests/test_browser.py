@@ -1,0 +1,87 @@
+"""The app in a real browser: Playwright drives Debian's Chromium (never `playwright install`;
+run.sh's test branch installs the browser with apt). A person's path: type a prompt, click
+Generate, see garments; then the heatmaps of an example garment.
+
+Screenshots go to the test's tmp dir, or to $ARMANI_SCREENSHOTS when set (to look at them).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+playwright = pytest.importorskip("playwright.sync_api")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)"),
+]
+LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--disable-component-update", "--no-first-run", "--disable-sync"]
+TIMEOUT_MS = 240_000  # the CPU may be shared with a training run
+
+
+@pytest.fixture(scope="module")
+def app(tiny_run):
+    from demo.launcher import running_app
+
+    with running_app(["--checkpoint", str(tiny_run), "--baselines-dir", "none", "--search-size", "32"]) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def page(app):
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(app.url, wait_until="domcontentloaded")
+        yield page
+        browser.close()
+
+
+@pytest.fixture
+def shots(tmp_path) -> Path:
+    folder = Path(os.environ.get("ARMANI_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _shown_images(page, selector: str) -> int:
+    """How many images inside ``selector`` have really loaded (decoded, non-zero size)."""
+    return page.eval_on_selector_all(f"{selector} img", "els => els.filter(e => e.complete && e.naturalWidth > 0).length")
+
+
+def test_type_prompt_generate_and_see_garments(page, shots):
+    assert "ARMANI" in page.locator("#title").inner_text()
+    tabs = [t.strip() for t in page.get_by_role("tab").all_inner_texts()]
+    assert tabs[:8] == ["Text → garment", "Text + sketch → garment", "Text + partial → garment", "MaskCLIP heatmaps",
+                        "Compare", "Part editing", "Search", "About"]
+    prompt = page.locator("#t2i-prompt textarea")
+    prompt.fill("Yellow dotted skirt with a wide waistband and a belt.")
+    page.locator("#t2i-generate").click()
+    page.locator("#t2i-status").get_by_text("4 images in").wait_for()
+    page.wait_for_function("() => [...document.querySelectorAll('#t2i-gallery img')]"
+                           ".filter(e => e.complete && e.naturalWidth > 0).length >= 4")
+    page.screenshot(path=str(shots / "text_to_garment.png"), full_page=True)
+    assert _shown_images(page, "#t2i-gallery") >= 4
+    assert "yellow dotted skirt" in page.locator("#t2i-status").inner_text().lower()
+
+
+def test_heatmaps_of_an_example_garment(page, shots):
+    page.get_by_role("tab", name="MaskCLIP heatmaps").click()
+    panel = page.locator("#heatmaps-tab")
+    panel.locator("[data-testid='dataset-cell-3-0']").click()  # the example shirt (row 3) and its caption
+    page.locator("#heatmaps-image img").first.wait_for()
+    panel.get_by_role("button", name="Show heatmaps").click()
+    page.wait_for_function("() => [...document.querySelectorAll('#heatmaps-gallery img')]"
+                           ".filter(e => e.complete && e.naturalWidth > 0).length >= 3")
+    page.screenshot(path=str(shots / "heatmaps.png"), full_page=True)
+    assert _shown_images(page, "#heatmaps-gallery") >= 3
