@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's two entry points for a fresh clone (only Python 3.11 needed):
-#   bash run.sh demo    set up .venv and run the main job
+#   bash run.sh demo    set up .venv and start the Gradio app on the shipped checkpoint
 #   bash run.sh test    set up .venv and run the full test suite
 # Both are idempotent: a second run reuses the virtual environment.
 set -euo pipefail
@@ -33,8 +33,8 @@ case "${1:-}" in
   demo)
     setup
     shift
-    echo "[demo] generating a preview of the procedural garment dataset"
-    exec .venv/bin/python -m armani.data.synthetic --preview outputs/dataset_preview.png "$@"
+    echo "[demo] starting the ARMANI app on http://127.0.0.1:7860 (shipped checkpoint, offline)"
+    exec .venv/bin/python demo/app.py "$@"
     ;;
   test)
     setup
