@@ -43,6 +43,8 @@ from armani.text import GarmentTokenizer
 SHIPPED_CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "armani"
 COMPONENTS = ("segmenter", "maskclip", "vqgan", "sketch_tokenizer", "partial_tokenizer", "transformer")
 MAX_IMAGES = 16
+_LOADERS = {"segmenter": Segmenter, "maskclip": MaskCLIP, "vqgan": VQGAN, "sketch_tokenizer": VQGAN,
+            "partial_tokenizer": VQGAN, "transformer": CrossModalTransformer}
 
 
 class PipelineInputError(ValueError):
@@ -146,9 +148,7 @@ class ArmaniPipeline:
             raise ValueError(f"{meta_file} is corrupt: {err}") from err
         if meta.get("format") != "armani-pipeline":
             raise ValueError(f"{meta_file} is not an ARMANI pipeline file")
-        loaders = {"segmenter": Segmenter, "maskclip": MaskCLIP, "vqgan": VQGAN, "sketch_tokenizer": VQGAN,
-                   "partial_tokenizer": VQGAN, "transformer": CrossModalTransformer}
-        parts = {name: loaders[name].from_pretrained(folder / name) for name in meta["components"]}
+        parts = {name: _LOADERS[name].from_pretrained(folder / name) for name in meta["components"]}
         stored = PipelineSettings(**meta.get("settings", {}))
         for key, value in settings.items():
             if not hasattr(stored, key):
@@ -162,10 +162,8 @@ class ArmaniPipeline:
     def from_run(cls, run_dir: str | Path, **settings: Any) -> "ArmaniPipeline":
         """Assemble a pipeline from a training run's exported stages (``RUN/<stage>/final``)."""
         run_dir = Path(run_dir)
-        loaders = {"segmenter": Segmenter, "maskclip": MaskCLIP, "vqgan": VQGAN, "sketch_tokenizer": VQGAN,
-                   "partial_tokenizer": VQGAN, "transformer": CrossModalTransformer}
         parts = {}
-        for name, loader in loaders.items():
+        for name, loader in _LOADERS.items():
             final = run_dir / name / "final"
             if (final / "DONE").is_file():
                 parts[name] = loader.from_pretrained(final)
