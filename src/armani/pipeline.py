@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from armani.data.images import ImageInputError, load_image_with_notes, pil_to_tensor, tensor_to_pil
+from armani.data.images import ImageInputError, fit_image, load_image_with_notes, pil_to_tensor, tensor_to_pil
 from armani.data.transforms import canny_sketch, partial_tensors, random_keep_mask, sketch_tensor
 from armani.data.transforms import partial_tokenizer_input
 from armani.models.maskclip import MaskCLIP
@@ -221,8 +221,6 @@ class ArmaniPipeline:
         notes.extend(f"{what}: {n}" for n in loaded.notes)
         img = loaded.image
         if img.size != (self.image_size, self.image_size):
-            from armani.data.images import fit_image
-
             notes.append(f"{what}: resized from {img.size[0]}x{img.size[1]} to {self.image_size}x{self.image_size}")
             img = fit_image(img, self.image_size)
         return img
@@ -248,15 +246,11 @@ class ArmaniPipeline:
             notes.append(f"sketch read as {'a drawing' if mode == 'edges' else 'a photo (Canny edges taken)'}")
         S = self.image_size
         if mode == "photo":
-            from armani.data.images import fit_image
-
             rgb = np.asarray(fit_image(loaded.image, S))
             edges = canny_sketch(rgb, low=low, high=high)
         elif mode == "edges":
             strokes = grey if grey.mean() < 0.5 else 1.0 - grey  # strokes bright, paper dark
             img = Image.fromarray((strokes * 255).astype(np.uint8))
-            from armani.data.images import fit_image
-
             small = np.asarray(fit_image(img.convert("RGB"), S, fill=(0, 0, 0)).convert("L"), dtype=np.float32)
             # Area-downsampled strokes are faint: keep anything with a fifth of a stroke's weight.
             edges = np.where(small > 0.2 * max(1.0, small.max()), 255, 0).astype(np.uint8)
@@ -283,8 +277,6 @@ class ArmaniPipeline:
             if m.dtype != bool:
                 m = m > (0.5 if m.dtype.kind == "f" and m.max() <= 1 else 127)
             mask_img = Image.fromarray(m.astype(np.uint8) * 255)
-            from armani.data.images import fit_image
-
             keep = np.asarray(fit_image(mask_img.convert("RGB"), S, fill=(0, 0, 0)).convert("L")) > 127
             if not keep.any():
                 raise PipelineInputError("the marked region to keep is empty; mark part of the image")

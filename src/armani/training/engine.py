@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -451,10 +450,6 @@ def _flat_hparams(d: dict, prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = str(v)
     return out
-
-
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 class ForwardAs(nn.Module):
