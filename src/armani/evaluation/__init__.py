@@ -1,7 +1,9 @@
 """The evaluation harness: attribute classifier, metrics, prompts and pipeline loading.
 
 ``load_any_pipeline(path)`` is the one way the evaluator, the demo and the research
-scripts open a checkpoint of any kind.
+scripts open a checkpoint of any kind. ``part_verdict(image, text)`` and
+``requested_attributes(text)`` (:mod:`armani.evaluation.verdict`, the demo's part-accuracy
+verdict) are imported on first use, so importing this package stays cheap.
 """
 
 from __future__ import annotations
@@ -63,4 +65,18 @@ def load_any_pipeline(path: str | Path | None = None, **settings):
     )
 
 
-__all__ = ["PIPELINE_FORMATS", "is_training_run", "load_any_pipeline"]
+_LAZY = {"part_verdict": "armani.evaluation.verdict", "requested_attributes": "armani.evaluation.verdict"}
+
+
+def __getattr__(name: str):
+    """``part_verdict`` / ``requested_attributes``, imported from their module on first use."""
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["PIPELINE_FORMATS", "is_training_run", "load_any_pipeline", "part_verdict", "requested_attributes"]
