@@ -324,3 +324,31 @@ def test_local_attention_radius_limits_what_a_part_token_sees():
     changed = (a - b).abs().amax(-1).reshape(8, 8) > 1e-6
     # Two layers of radius-1 attention reach at most 2 cells away from the changed patch.
     assert changed[7, 7] and changed[5, 5] and not changed[:5].any() and not changed[:, :5].any()
+
+
+def test_patch_only_attention_and_local_text_keep_tokens_local():
+    cfg = MaskCLIPConfig(image_size=32, grid=8, vision_width=32, vision_layers=2, vision_heads=2, text_width=32,
+                         text_layers=2, text_heads=2, embed_dim=16, vocab_size=100, context_length=8, sot_id=1,
+                         eot_id=2, attention_radius=0, text_attention_radius=1)
+    torch.manual_seed(0)
+    model = MaskCLIP(cfg).eval()
+    probs = torch.zeros(1, NUM_PARTS, 32, 32)
+    probs[:, 1] = 1  # all garment: every patch is a valid key
+    img = torch.randn(1, 3, 32, 32)
+    far = img.clone()
+    far[..., 28:, 28:] += 3  # change only the bottom-right patch
+    ids = torch.tensor([[1, 10, 11, 12, 13, 14, 2, 0]])
+    other = ids.clone()
+    other[0, 1] = 20  # change the first word only
+    with torch.no_grad():
+        a, _ = model.encode_parts(img, probs)
+        b, _ = model.encode_parts(far, probs)
+        ta, _ = model.encode_text(ids)
+        tb, _ = model.encode_text(other)
+    changed = (a - b).abs().amax(-1).reshape(8, 8) > 1e-6
+    assert changed[7, 7] and changed.sum() == 1  # radius 0: a patch token sees only its patch
+    moved = (ta - tb).abs().amax(-1)[0] > 1e-6  # (L,)
+    # Two layers of radius-1 causal attention: word 1 reaches positions 1, 2, 3 and no further.
+    assert moved[1:4].all() and not moved[4:].any() and not moved[0]
+    with pytest.raises(ValueError, match="text_attention_radius"):
+        MaskCLIPConfig(text_attention_radius=-1)

@@ -142,3 +142,20 @@ def test_variants_reuse_shared_stages(tmp_path, tiny_run):
     assert pipe.vqgan.num_groups == 4 and not pipe.transformer.config.causal
     result = pipe(text="red coat with a belt", num_images=2, seed=0)
     assert result.ids.shape == (2, pipe.vqgan.num_tokens, 4) and len(result.images) == 2
+
+
+@pytest.mark.slow
+def test_reuse_from_a_saved_pipeline_keeps_stage_reports(tmp_path, tiny_run):
+    """A checkpoint assembled with ``python -m armani.pipeline --run`` seeds a new run: its stage-1
+    parts are copied (with their training reports) and only what changed is trained."""
+    ckpt = tmp_path / "ckpt"
+    proc = subprocess.run([sys.executable, "-m", "armani.pipeline", "--run", str(tiny_run), "--out", str(ckpt)],
+                          env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert (ckpt / "segmenter" / "training_report.json").is_file()
+    out = _finish(_train(tmp_path / "again", tiny_run / "data", "segmenter,maskclip", "maskclip.text_attention_radius=1",
+                         "--reuse", str(ckpt)))
+    assert "[segmenter] reused" in out and "[maskclip] reused" not in out  # the MaskCLIP config changed
+    final = tmp_path / "again" / "segmenter" / "final"
+    assert (final / "DONE").is_file() and (final / "training_report.json").is_file()
+    assert (tmp_path / "again" / "maskclip" / "final" / "DONE").is_file()

@@ -64,7 +64,7 @@ class TrainConfig:
     semantic_samples: int = 4
     # Budgets of the shipped default run on a 2-core CPU (bf16): see the model cards.
     segmenter: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-3, max_steps=1200, batch_size=32))
-    maskclip: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-4, max_steps=1500, batch_size=48))
+    maskclip: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-4, max_steps=1200, batch_size=48))
     vqgan: OptimConfig = field(default_factory=lambda: OptimConfig(lr=4e-4, max_steps=1800, batch_size=16))
     sketch_tokenizer: OptimConfig = field(default_factory=lambda: OptimConfig(lr=4e-4, max_steps=600, batch_size=32))
     partial_tokenizer: OptimConfig = field(default_factory=lambda: OptimConfig(lr=4e-4, max_steps=600, batch_size=32))
@@ -166,8 +166,10 @@ def default() -> ArmaniConfig:
         name="default",
         data=DataConfig(image_size=64),
         segmenter=SegmenterConfig(base_channels=24, channel_mults=(1, 2, 4), groups=8),
+        # Patch-only image tokens and words that see two tokens back: see MaskCLIPConfig.
         maskclip=MaskCLIPConfig(vision_width=128, vision_layers=4, vision_heads=4, text_width=128,
-                                text_layers=4, text_heads=4, embed_dim=128),
+                                text_layers=4, text_heads=4, embed_dim=128, attention_radius=0,
+                                text_attention_radius=2),
         vqgan=VQGANConfig(base_channels=48, channel_mult=(1, 2, 2), num_res_blocks=1, code_dim=64,
                           codebook_size=512, gan_start_step=1200),
         transformer=TransformerConfig(width=256, layers=4, heads=8, dropout=0.1, semantic_loss=True),

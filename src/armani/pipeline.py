@@ -480,6 +480,12 @@ def main(argv: list[str] | None = None) -> int:
             card = model_card(Path(args.run), pipe.settings.name, pipe.settings.description)
             (Path(args.out) / "README.md").write_text(card)
             shutil.copy(Path(args.run) / "config.yaml", Path(args.out) / "run_config.yaml")
+            # Each component keeps its stage's training report, so the checkpoint can seed a
+            # later run (`train.py --reuse CHECKPOINT`) and that run's model card stays whole.
+            for name in pipe.modules():
+                report = Path(args.run) / name / "final" / "training_report.json"
+                if report.is_file():
+                    shutil.copy(report, Path(args.out) / name / "training_report.json")
         print(f"saved {args.out}")
     if args.prompt:
         rows = []

@@ -33,7 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint of each stage")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides")
-    return p.parse_args(argv)
+    return p.parse_intermixed_args(argv)  # overrides may sit before and after flags
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,8 +83,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def reuse_finished_stages(cfg, source: Path, run_dir: Path, stages: list[str]) -> list[str]:
-    """Copy ``source/<stage>/final`` for stages whose inputs (config sections, seed) are the
-    same in both runs; returns the stages copied. Only the main process copies."""
+    """Copy the finished stages of ``source`` whose inputs (config sections, seed) are the
+    same as this run's; returns the stages copied. Only the main process copies.
+
+    ``source`` is a training run (``config.yaml``, ``<stage>/final/DONE``) or a saved
+    pipeline such as the shipped checkpoint (``pipeline.json``, ``run_config.yaml``,
+    ``<stage>/``), so a new run can start from the shipped stage-1 parts.
+    """
     import shutil
 
     from accelerate.state import PartialState
@@ -94,17 +99,24 @@ def reuse_finished_stages(cfg, source: Path, run_dir: Path, stages: list[str]) -
     if not PartialState().is_main_process:
         PartialState().wait_for_everyone()
         return []
-    other = load_config(str(source / "config.yaml"))
+    saved_pipeline = (source / "pipeline.json").is_file()
+    config_file = source / ("run_config.yaml" if saved_pipeline else "config.yaml")
+    if not config_file.is_file():
+        raise FileNotFoundError(f"--reuse {source}: no {config_file.name} (not a training run or saved pipeline)")
+    other = load_config(str(config_file))
     copied = []
     if (source / "tokenizer").is_dir() and other.data == cfg.data and not (run_dir / "tokenizer").exists():
         shutil.copytree(source / "tokenizer", run_dir / "tokenizer")
     for name in stages:
         mine, theirs = stage_fingerprint(cfg, name), stage_fingerprint(other, name)
-        src, dst = source / name / "final", run_dir / name / "final"
-        if mine is None or mine != theirs or not (src / "DONE").is_file() or (dst / "DONE").is_file():
+        src, dst = (source / name) if saved_pipeline else (source / name / "final"), run_dir / name / "final"
+        finished = (src / "config.json").is_file() if saved_pipeline else (src / "DONE").is_file()
+        if mine is None or mine != theirs or not finished or (dst / "DONE").is_file():
             continue
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(src, dst, dirs_exist_ok=True)
+        if saved_pipeline:
+            (dst / "DONE").write_text(f"reused from {source}\n")
         copied.append(name)
         print(f"[{name}] reused from {source}")
     PartialState().wait_for_everyone()

@@ -86,6 +86,11 @@ class TransformerConfig:
     text_eot_id: int = 2
     semantic_loss: bool = False
     lambda_semantic: float = 2.0
+    # Training steps of plain cross entropy before the semantic loss (Eq. 14) is switched on,
+    # like the VQGAN's GAN warm-up: decoding the near-uniform code distributions of an
+    # untrained model gives grey averages whose gradients fight the cross entropy, and each
+    # semantic step costs ~2x a plain one on a CPU.
+    semantic_start_step: int = 0
 
     def __post_init__(self) -> None:
         if self.width % self.heads:

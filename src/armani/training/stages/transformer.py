@@ -137,7 +137,9 @@ class TransformerStage(GarmentStage):
     def training_step(self, batch, step):
         acc = self.accelerator
         gen = torch.Generator().manual_seed((self.cfg.train.seed * 1_000_003 + step) * 64 + acc.process_index)
-        semantic = self.semantic_fn(batch["text_ids"]) if self.config.transformer.semantic_loss else None
+        tc = self.config.transformer
+        use_semantic = tc.semantic_loss and step >= tc.semantic_start_step
+        semantic = self.semantic_fn(batch["text_ids"]) if use_semantic else None
         out = self.models["transformer"](
             batch["text_ids"], batch["sketch_ids"], batch["partial_ids"], batch["image_ids"],
             generator=gen, semantic_fn=semantic,
@@ -148,16 +150,23 @@ class TransformerStage(GarmentStage):
 
     @torch.no_grad()
     def evaluate(self, loader, max_batches: int = 16):
+        """Validation CE and token accuracy with every condition given, and CE with none
+        (``ce_unconditional``): their gap, ``ce_gain``, is how many nats per token the
+        conditions are worth; a model that ignores its text shows a gain near 0."""
         model = self.unwrap("transformer")
-        ce, acc = [], []
+        ce, acc, ce_none = [], [], []
+        everything = dict.fromkeys(("text", "sketch", "partial"), True)
         for i, batch in enumerate(loader):
             if i >= max_batches:
                 break
-            out = model.loss(batch["text_ids"], batch["sketch_ids"], batch["partial_ids"], batch["image_ids"],
-                             drop={})
+            ids = (batch["text_ids"], batch["sketch_ids"], batch["partial_ids"], batch["image_ids"])
+            out = model.loss(*ids, drop={})
             ce.append(out.ce.item())
             acc.append(out.accuracy.item())
-        return {"ce": sum(ce) / len(ce), "accuracy": sum(acc) / len(acc)}
+            ce_none.append(model.loss(*ids, drop=everything).ce.item())
+        mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+        return {"ce": mean(ce), "accuracy": mean(acc), "ce_unconditional": mean(ce_none),
+                "ce_gain": mean(ce_none) - mean(ce)}
 
     def export(self, out_dir: Path):
         self.unwrap("transformer").save_pretrained(out_dir)
