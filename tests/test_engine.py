@@ -136,3 +136,22 @@ def test_resume_is_exact(tmp_path):
     got = _final_weights(tmp_path / "b")
     for k in ref:
         torch.testing.assert_close(got[k], ref[k], rtol=0, atol=0)
+
+
+def test_warm_start_loads_exported_weights_strictly(tmp_path):
+    from safetensors.torch import save_file
+    from torch import nn
+
+    from armani.training.engine import ForwardAs, warm_start
+
+    torch.manual_seed(0)
+    source = nn.Linear(4, 3)
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(tmp_path / "model.safetensors"))
+    target = ForwardAs(nn.Linear(4, 3), "forward")
+    warm_start({"main": target, "discriminator": nn.Linear(2, 2)}, tmp_path, "demo")
+    for k, v in source.state_dict().items():
+        torch.testing.assert_close(target.model.state_dict()[k], v, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="does not fit the demo model"):
+        warm_start({"main": nn.Linear(5, 3)}, tmp_path, "demo")
+    with pytest.raises(FileNotFoundError, match="init_from for stage 'demo'"):
+        warm_start({"main": nn.Linear(4, 3)}, tmp_path / "missing", "demo")

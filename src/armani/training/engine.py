@@ -58,6 +58,11 @@ class OptimConfig:
     checkpoint_every: int = 200  # 0 = only at the end
     keep_checkpoints: int = 2
     num_workers: int = 0  # DataLoader workers per process
+    # Warm start: a folder with the stage's ``model.safetensors`` (an exported ``RUN/<stage>/final``
+    # or a saved pipeline's component, e.g. ``checkpoints/armani/transformer``) whose weights
+    # initialise the trained model before step 0; optimiser and schedule start fresh. Lets a
+    # later session train the shipped model further. The shapes must match exactly.
+    init_from: str | None = None
 
 
 @dataclass
@@ -243,6 +248,8 @@ class Trainer:
     def setup(self) -> None:
         st, acc, optim = self.stage, self.accelerator, self.stage.optim
         models = st.build_models()
+        if optim.init_from:
+            warm_start(models, optim.init_from, st.name)
         frozen = st.build_frozen()
         optimizers = st.build_optimizers(models)
         schedulers = {k: warmup_cosine(o, optim.warmup_steps, optim.max_steps) for k, o in optimizers.items()}
@@ -426,6 +433,26 @@ class Trainer:
             acc.log({f"val/{k}": v for k, v in metrics.items()}, step=step)
             acc.print(f"[{st.name}] step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
         return metrics
+
+
+def warm_start(models: dict[str, nn.Module], folder: str | Path, stage: str) -> None:
+    """Load ``folder/model.safetensors`` into the stage's trained model (strict: same shapes).
+
+    A stage trains one model (plus, for the codebooks, a discriminator that starts fresh);
+    the first entry of ``models`` is the one whose weights are exported and loaded here.
+    """
+    from safetensors.torch import load_file
+
+    path = Path(folder) / "model.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"init_from for stage {stage!r}: {path} does not exist")
+    name, module = next(iter(models.items()))
+    target = getattr(module, "model", module)  # ForwardAs wraps the module it exports
+    try:
+        target.load_state_dict(load_file(str(path)), strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"init_from {path} does not fit the {stage} model built from this config: {err}") from err
+    print(f"[{stage}] {name} initialised from {path}")
 
 
 def _batch_size(batch: Any) -> int:
