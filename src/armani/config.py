@@ -68,7 +68,7 @@ class TrainConfig:
     vqgan: OptimConfig = field(default_factory=lambda: OptimConfig(lr=4e-4, max_steps=1800, batch_size=16))
     sketch_tokenizer: OptimConfig = field(default_factory=lambda: OptimConfig(lr=4e-4, max_steps=600, batch_size=32))
     partial_tokenizer: OptimConfig = field(default_factory=lambda: OptimConfig(lr=4e-4, max_steps=600, batch_size=32))
-    transformer: OptimConfig = field(default_factory=lambda: OptimConfig(lr=8e-4, max_steps=900, batch_size=16))
+    transformer: OptimConfig = field(default_factory=lambda: OptimConfig(lr=8e-4, max_steps=1400, batch_size=16))
 
 
 def _sketch_tokenizer(image_size: int, base: int, mult: tuple[int, ...], codes: int) -> VQGANConfig:
@@ -172,7 +172,10 @@ def default() -> ArmaniConfig:
                                 text_attention_radius=2),
         vqgan=VQGANConfig(base_channels=48, channel_mult=(1, 2, 2), num_res_blocks=1, code_dim=64,
                           codebook_size=512, gan_start_step=1200),
-        transformer=TransformerConfig(width=256, layers=4, heads=8, dropout=0.1, semantic_loss=True),
+        # No dropout: one CPU session sees ~1 epoch, far from overfitting. The semantic loss
+        # joins for the last quarter (see TransformerConfig.semantic_start_step).
+        transformer=TransformerConfig(width=256, layers=4, heads=8, dropout=0.0, semantic_loss=True,
+                                      semantic_start_step=1050),
     )
 
 

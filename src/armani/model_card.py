@@ -43,6 +43,34 @@ def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+def reproduce_lines(cfg: ArmaniConfig, reports: dict[str, dict]) -> list[str]:
+    """The commands that really made this run (from the stage reports), in stage order, with
+    the stages reused or warm-started from an earlier checkpoint called out."""
+    default = (f"accelerate launch src/armani/train.py --config {cfg.name.split('-')[0]} --stage all "
+               f"--output runs/{cfg.name}")
+    commands: list[str] = []
+    notes: list[str] = []
+    for stage, rep in reports.items():
+        cmd = rep.get("command")
+        if cmd:
+            cmd = cmd.replace(str(Path.cwd()) + "/", "")
+            cmd = cmd if cmd.startswith(("accelerate", "python")) else f"python {cmd}"
+            if cmd not in commands:
+                commands.append(cmd)
+        if rep.get("note"):
+            notes.append(f"- {STAGE_TITLES.get(stage, stage)}: {rep['note']}.")
+        if rep.get("init_from"):
+            notes.append(f"- {STAGE_TITLES.get(stage, stage)}: warm-started from `{rep['init_from']}` "
+                         "(the weights there when it was trained; see the git history of that folder).")
+    lines = ["```bash", *(commands or [default]), "python -m armani.pipeline --run runs/<run> --out checkpoints/<name>",
+             "```"]
+    if notes:
+        lines += ["", "Not every stage was trained from scratch by these commands:", "", *notes]
+    if commands:
+        lines += ["", f"From scratch, the same budgets: `{default}`."]
+    return lines
+
+
 def model_card(run_dir: Path, name: str, description: str, extra: str = "") -> str:
     run_dir = Path(run_dir)
     cfg: ArmaniConfig = load_config(str(run_dir / "config.yaml"))
@@ -88,10 +116,7 @@ def model_card(run_dir: Path, name: str, description: str, extra: str = "") -> s
         "",
         "## Reproduce",
         "",
-        "```bash",
-        f"accelerate launch src/armani/train.py --config {cfg.name.split('-')[0]} --stage all --output runs/{cfg.name}",
-        f"python -m armani.pipeline --run runs/{cfg.name} --out checkpoints/<name>",
-        "```",
+        *reproduce_lines(cfg, reports),
         "",
         "## Config",
         "",

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -398,6 +400,9 @@ class Trainer:
                 "device": str(acc.device),
                 "final_loss": None if last is None else last.loss,
                 "metrics": metrics,
+                # How this stage was trained, for the model card's "Reproduce" section.
+                "command": " ".join(shlex.quote(a) for a in sys.argv),
+                "init_from": optim.init_from,
             }
             (final / "training_report.json").write_text(json.dumps(report, indent=2))
             (final / "DONE").write_text("ok\n")
