@@ -11,7 +11,7 @@ import nbformat
 import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-NAMES = ("01_maskclip_alignment.ipynb", "04_codebook.ipynb")
+NAMES = ("01_maskclip_alignment.ipynb", "02_ablations.ipynb", "03_baselines.ipynb", "04_codebook.ipynb")
 
 
 def _outputs(nb) -> list[dict]:
@@ -90,6 +90,44 @@ def test_maskclip_alignment_notebook(tiny_run, monkeypatch):
     assert "pointing accuracy" in text and "chance" in text and "overall" in text
     assert "top-5 fully matching" in text and "red dress with a belt" in text
     assert "text_to_image@5" in text and "ground-truth masks" in text
+
+
+def _check_table_notebook(text: str, tiny_run: Path, table: int) -> None:
+    """What notebooks 02 and 03 share: the rows, the table over 3 seeds and 4 columns, the caveat."""
+    assert f"model={tiny_run}" in text
+    assert "TINY MODELS" in text and "meaningless" in text  # tiny numbers are said to be noise
+    assert "measured 3 seeds x 4 prompts x 1 sample(s) per (method, task)" in text
+    assert "| task | method | FID ↓ | IS ↑ | MaskCLIP score ↑ | part accuracy ↑ |" in text
+    for column in ("text", "text + sketch", "text + partial", "held-out combos (text)"):
+        assert f"| {column} | ARMANI | " in text
+    assert "Mean ± sample std over 3 seed(s)" in text
+    assert "per-attribute accuracy, column heldout" in text and "count:button" in text
+    assert f"research/results/table{table}/summary.json" in text  # the script's own run, or how to make it
+
+
+@pytest.mark.slow
+def test_ablations_notebook(tiny_run, monkeypatch):
+    nb = _execute("02_ablations.ipynb", tiny_run, monkeypatch)
+    text = _text(nb)
+    _check_table_notebook(text, tiny_run, 2)
+    for row in ("w/o MaskCLIP fusion", "w/o semantic loss, stage 1", "w/o semantic loss, stage 2"):
+        assert f"| text | {row} | *not trained yet* |" in text  # kept as rows, not dropped
+    assert "DALL·E-style" not in text
+    # Part accuracy + MaskCLIP bar charts, the val and held-out sample grids.
+    assert _images(nb) >= 4
+
+
+@pytest.mark.slow
+def test_baselines_notebook(tiny_run, monkeypatch):
+    nb = _execute("03_baselines.ipynb", tiny_run, monkeypatch)
+    text = _text(nb)
+    _check_table_notebook(text, tiny_run, 1)
+    for row in ("DALL·E-style (visual-only codebook)", "M6-Fashion-style (PQ codebook, mask-predict)",
+                "diffusion (diffusers UNet)"):
+        assert f"| text + sketch | {row} | *not trained yet* |" in text
+    assert "w/o MaskCLIP fusion" not in text
+    # Two bar charts, then one sample grid per task (text, text + sketch, text + partial).
+    assert _images(nb) >= 5
 
 
 @pytest.mark.slow
