@@ -166,10 +166,10 @@ def default() -> ArmaniConfig:
         name="default",
         data=DataConfig(image_size=64),
         segmenter=SegmenterConfig(base_channels=24, channel_mults=(1, 2, 4), groups=8),
-        # Patch-only image tokens and words that see two tokens back: see MaskCLIPConfig.
+        # Patch-only image tokens and context-free words: see MaskCLIPConfig.
         maskclip=MaskCLIPConfig(vision_width=128, vision_layers=4, vision_heads=4, text_width=128,
                                 text_layers=4, text_heads=4, embed_dim=128, attention_radius=0,
-                                text_attention_radius=2),
+                                text_attention_radius=0),
         vqgan=VQGANConfig(base_channels=48, channel_mult=(1, 2, 2), num_res_blocks=1, code_dim=64,
                           codebook_size=512, gan_start_step=1200),
         # No dropout: one CPU session sees ~1 epoch, far from overfitting. The semantic loss

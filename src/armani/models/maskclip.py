@@ -132,14 +132,17 @@ class MaskCLIPConfig:
     # images): global attention let one "hub" patch per image match every word (19%
     # pointing at 14% chance after 1,500 steps, retrieval fine); radius 1 reached 28% at
     # step 150 with buttons and pockets near 0 (four layers of radius 1 still see 9x9
-    # cells); see the model card for radius 0.
+    # cells); radius 0 with context-free words: see below.
     attention_radius: int | None = None
     # The same for words: None is CLIP's causal text transformer; r >= 0 lets a word attend
-    # only to itself and the r tokens before it ("five buttons", "long-sleeved"). A causal
-    # encoder makes every later word a summary of the caption so far, and the loss then
-    # lets such a summary word match whichever patch tells garments apart best (colour,
-    # body) rather than its part: with patch-only image tokens and a causal text encoder,
-    # "buttons" pointed at a button patch 0.2% of the time after 150 steps.
+    # only to itself and the r tokens before it. A causal encoder makes every later word a
+    # summary of the caption so far, and the loss then lets such a word match whichever
+    # patch tells garments apart best (the body's colour) rather than its part. Default
+    # config, pointing game on 1,000 val images, patch-only image tokens: causal text 0.33
+    # after 150 steps (buttons 0.2%); radius 2: 0.75 at step 150 falling to 0.58 at step 1,200
+    # (misses on body patches: "long-sleeved" sees "long -"); radius 0 (a word is its
+    # embedding and position only): 0.96 at step 400. Context-free words cost retrieval
+    # (R@1 0.54 -> 0.34 at step 400), which counts ("five buttons") and layout need.
     text_attention_radius: int | None = None
     pad_id: int = 0
     sot_id: int = _BPE_SOT
