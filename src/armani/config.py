@@ -69,6 +69,9 @@ class TrainConfig:
     sketch_tokenizer: OptimConfig = field(default_factory=lambda: OptimConfig(lr=4e-4, max_steps=600, batch_size=32))
     partial_tokenizer: OptimConfig = field(default_factory=lambda: OptimConfig(lr=4e-4, max_steps=600, batch_size=32))
     transformer: OptimConfig = field(default_factory=lambda: OptimConfig(lr=8e-4, max_steps=1400, batch_size=16))
+    # The evaluation judge (--stage attribute_classifier, not part of --stage all).
+    attribute_classifier: OptimConfig = field(default_factory=lambda: OptimConfig(
+        lr=2e-3, batch_size=64, warmup_steps=50, max_steps=1500, eval_every=500, checkpoint_every=250))
 
 
 def _sketch_tokenizer(image_size: int, base: int, mult: tuple[int, ...], codes: int) -> VQGANConfig:
@@ -155,7 +158,7 @@ def tiny() -> ArmaniConfig:
             mixed_precision="no", tracker="none",
             segmenter=_optim(lr=3e-3, **fast), maskclip=_optim(lr=1e-3, **fast), vqgan=_optim(lr=1e-3, **fast),
             sketch_tokenizer=_optim(lr=1e-3, **fast), partial_tokenizer=_optim(lr=1e-3, **fast),
-            transformer=_optim(lr=1e-3, **fast),
+            transformer=_optim(lr=1e-3, **fast), attribute_classifier=_optim(lr=3e-3, **fast),
         ),
     )
 

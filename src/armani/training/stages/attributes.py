@@ -6,7 +6,7 @@ procedural ``val`` split, i.e. on real renders, never on generated images. The f
 per-attribute validation accuracy is exported beside the weights (``validation.json``);
 ``python -m armani.evaluate`` trusts an attribute's verdicts only where it is >= 95%.
 
-Settings: ``cfg.train.attribute_classifier`` when the config tree has that field, else
+Settings: ``cfg.train.attribute_classifier`` (override e.g. ``train.attribute_classifier.max_steps=4000``), else
 :func:`default_optim` (sized by preset name: a few steps for ``tiny``). The classifier's
 image size is the run's ``data.image_size``; its other sizes come from
 :class:`AttributeStageDefaults`.
