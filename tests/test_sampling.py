@@ -290,3 +290,16 @@ def test_tiny_bidirectional_model_overfits_and_mask_predict_finds_the_tokens():
         text = torch.tensor([1, k + 4, 2])
         ids = sample_mask_predict(model, text_ids=text, num_images=2, generator=k, temperature=0.5, **FP32)
         assert torch.equal(ids, torch.full((2, 9), k)), (k, ids)
+
+
+def test_choose_tokens_draws_in_proportion_and_never_picks_an_impossible_token():
+    inf = float("inf")
+    logits = torch.tensor([[-inf, 1.0, -inf, 0.0, 2.0, -inf]]).expand(20000, -1)
+    g = torch.Generator().manual_seed(1)
+    for top_k in (None, 3):  # full softmax, and the (unsorted) top-k slice
+        tokens, probs = choose_tokens(logits, g, top_k=top_k)
+        assert set(tokens.unique().tolist()) == {1, 3, 4}
+        expected = torch.softmax(torch.tensor([1.0, 0.0, 2.0]), 0)
+        freq = torch.stack([(tokens == i).float().mean() for i in (1, 3, 4)])
+        torch.testing.assert_close(freq, expected, atol=0.015, rtol=0)
+        torch.testing.assert_close(probs[tokens == 4][0], expected[2])

@@ -15,8 +15,8 @@
 * :func:`token_mask_from_part_mask` — which tokens of the grid a part (pixel mask) covers.
 
 Token choice (:func:`choose_tokens`): ``logits / temperature``, then top-k, then top-p
-(nucleus), then ``torch.multinomial`` with the caller's generator; ``temperature=0`` is
-greedy. The random stream advances the same way whatever the probabilities, so two
+(nucleus), then an inverse-CDF draw with one uniform per row from the caller's generator;
+``temperature=0`` is greedy. The random stream advances the same way whatever the probabilities, so two
 samplers fed the same seed make the same choices.
 """
 
@@ -147,15 +147,17 @@ def choose_tokens(logits: torch.Tensor, generator: torch.Generator, temperature:
                   top_k: int | None = None, top_p: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw one token per row of ``(..., K)`` logits: (tokens (...), their probabilities (...)).
 
-    ``temperature=0`` is greedy. Otherwise: divide by the temperature, keep the top-k
-    (sorted), apply top-p on them, softmax, and draw with ``torch.multinomial`` from the
-    caller's generator. One uniform number per row is drawn whatever the logits (also when
-    greedy), so two samplers given the same seed make the same choices.
+    ``temperature=0`` is greedy. Otherwise: divide by the temperature, keep the top-k,
+    apply top-p on them (sorted), softmax, and invert the cumulative distribution at a
+    uniform number drawn from the caller's generator. One uniform per row is drawn whatever
+    the logits (also when greedy), so two samplers given the same seed make the same choices.
     """
     shape, K = logits.shape[:-1], logits.shape[-1]
     flat = logits.reshape(-1, K).float()  # (R, K)
+    # One uniform per row, drawn first whatever the settings, so two samplers (or greedy
+    # and sampled runs) given the same seed stay in step.
+    u = torch.rand(flat.shape[0], 1, generator=generator, device=flat.device)  # (R, 1)
     if temperature == 0:
-        torch.rand(flat.shape[0], generator=generator, device=flat.device)  # keep the stream in step
         tokens = flat.argmax(-1)
         probs = flat.softmax(-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
         return tokens.reshape(shape), probs.reshape(shape)
@@ -163,12 +165,17 @@ def choose_tokens(logits: torch.Tensor, generator: torch.Generator, temperature:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     flat = flat / temperature
     k = K if top_k is None else max(1, min(int(top_k), K))
-    if k < K or (top_p is not None and top_p < 1.0):
-        values, order = torch.topk(flat, k, dim=-1)  # sorted, (R, k)
+    nucleus = top_p is not None and top_p < 1.0
+    if k < K or nucleus:
+        # top-p needs the kept logits in descending order; top-k alone does not (cheaper)
+        values, order = torch.topk(flat, k, dim=-1, sorted=nucleus)  # (R, k)
         probs = _nucleus(values, top_p).softmax(-1)
     else:
         order, probs = None, flat.softmax(-1)
-    pick = torch.multinomial(probs, 1, generator=generator)  # (R, 1)
+    # Inverse-CDF draw with the row's uniform: torch.multinomial would draw an exponential
+    # per entry (K of them) and costs ~3x more per token here (measured, 8 x 100 entries).
+    cdf = probs.cumsum(-1)
+    pick = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).clamp_(max=probs.shape[-1] - 1)  # (R, 1)
     p = probs.gather(-1, pick).squeeze(-1)
     tokens = pick.squeeze(-1) if order is None else order.gather(-1, pick).squeeze(-1)
     return tokens.reshape(shape), p.reshape(shape)
@@ -266,10 +273,11 @@ def sample_autoregressive(
         h = net.embed_prefix(s.conds["text"], s.conds["sketch"], s.conds["partial"],
                              batch=s.rows, drop=s.drop)  # (R, P, D)
         logits = net.run(h, cache, start=0)[:, -1]  # (R, [G,] K): predicts token 0
+        terms = net._position_terms(c.prefix_len, s.N).unsqueeze(1)  # (N, 1, D), once
         for t in range(s.N):
             nxt = s.step(t, logits)
             if t + 1 < s.N:
-                h = net.embed_image(nxt, start=t)  # (R, 1, D)
+                h = net.embed_image(nxt, start=t, terms=terms[t])  # (R, 1, D)
                 logits = net.run(h, cache, start=c.prefix_len + t)[:, -1]
         return s.ids
     finally:

@@ -231,6 +231,9 @@ class Block(nn.Module):
         self.drop = nn.Dropout(config.dropout)
 
     def forward(self, x, cache=None, start: int = 0):
+        if self.drop.p == 0 or not self.training:  # one module call fewer per token when sampling
+            x = x + self.attn(self.ln1(x), cache, start)
+            return x + self.mlp(self.ln2(x))
         x = x + self.drop(self.attn(self.ln1(x), cache, start))
         return x + self.drop(self.mlp(self.ln2(x)))
 
@@ -333,8 +336,13 @@ class CrossModalTransformer(nn.Module):
         ], dim=1)  # (B, P, D)
         return h + self._position_terms(0, h.shape[1])
 
-    def embed_image(self, image_ids: torch.Tensor, start: int = 0) -> torch.Tensor:
-        """Embed image tokens ``(B, n[, G])`` placed at image positions [start, start+n): (B, n, D)."""
+    def embed_image(self, image_ids: torch.Tensor, start: int = 0,
+                    terms: torch.Tensor | None = None) -> torch.Tensor:
+        """Embed image tokens ``(B, n[, G])`` placed at image positions [start, start+n): (B, n, D).
+
+        ``terms``: their position + type embedding ``(n, D)`` when the caller has it already
+        (the samplers compute the table once instead of once per token).
+        """
         c = self.config
         if c.pq_groups > 1:
             if image_ids.dim() != 3 or image_ids.shape[-1] != c.pq_groups:
@@ -344,7 +352,9 @@ class CrossModalTransformer(nn.Module):
             if image_ids.dim() != 2:
                 raise ValueError(f"image ids must be (B, n), got {tuple(image_ids.shape)}")
             h = self.image_emb(image_ids)  # (B, n, D)
-        return h + self._position_terms(c.prefix_len + start, image_ids.shape[1])
+        if terms is None:
+            terms = self._position_terms(c.prefix_len + start, image_ids.shape[1])
+        return h + terms
 
     # -- trunk --------------------------------------------------------------------------
     def run(self, h: torch.Tensor, cache: KVCache | None = None, start: int = 0) -> torch.Tensor:
@@ -353,7 +363,8 @@ class CrossModalTransformer(nn.Module):
         Returns logits ``(B, T, [G,] K)``. With a cache, keys/values are written at
         [start, start+T) and attention covers the whole filled prefix.
         """
-        h = self.drop(h)
+        if self.training and self.drop.p > 0:
+            h = self.drop(h)
         for i, block in enumerate(self.blocks):
             h = block(h, None if cache is None else cache.layer(i), start)
         logits = self.head(self.ln_f(h))  # (B, T, G*K)
