@@ -155,3 +155,23 @@ def test_warm_start_loads_exported_weights_strictly(tmp_path):
         warm_start({"main": nn.Linear(5, 3)}, tmp_path, "demo")
     with pytest.raises(FileNotFoundError, match="init_from for stage 'demo'"):
         warm_start({"main": nn.Linear(4, 3)}, tmp_path / "missing", "demo")
+
+
+def test_warm_start_non_strict_loads_what_fits_and_reports_the_rest(tmp_path):
+    from safetensors.torch import save_file
+    from torch import nn
+
+    from armani.training.engine import warm_start
+
+    torch.manual_seed(0)
+    source = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2), nn.Linear(2, 2))
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(tmp_path / "model.safetensors"))
+    target = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 5))  # layer 1 resized, layer 2 gone
+    fresh = target[1].weight.detach().clone()
+    report = warm_start({"main": target}, tmp_path, "demo", strict=False)
+    torch.testing.assert_close(target[0].weight, source[0].weight, rtol=0, atol=0)
+    torch.testing.assert_close(target[1].weight, fresh, rtol=0, atol=0)
+    assert report["loaded"] == 2
+    assert report["skipped"] == ["1.bias", "1.weight", "(source only) 2.bias", "(source only) 2.weight"]
+    with pytest.raises(ValueError, match="no tensor fits"):
+        warm_start({"main": nn.Linear(7, 7)}, tmp_path, "demo", strict=False)

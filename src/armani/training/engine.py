@@ -65,6 +65,9 @@ class OptimConfig:
     # initialise the trained model before step 0; optimiser and schedule start fresh. Lets a
     # later session train the shipped model further. The shapes must match exactly.
     init_from: str | None = None
+    # False: load only the tensors whose names and shapes match (a baseline sharing ARMANI's
+    # encoder and decoder but not its quantiser); the skipped ones are printed and recorded.
+    init_strict: bool = True
 
 
 @dataclass
@@ -251,7 +254,7 @@ class Trainer:
         st, acc, optim = self.stage, self.accelerator, self.stage.optim
         models = st.build_models()
         if optim.init_from:
-            warm_start(models, optim.init_from, st.name)
+            self.warm_start_report = warm_start(models, optim.init_from, st.name, strict=optim.init_strict)
         frozen = st.build_frozen()
         optimizers = st.build_optimizers(models)
         schedulers = {k: warmup_cosine(o, optim.warmup_steps, optim.max_steps) for k, o in optimizers.items()}
@@ -403,6 +406,7 @@ class Trainer:
                 # How this stage was trained, for the model card's "Reproduce" section.
                 "command": " ".join(shlex.quote(a) for a in sys.argv),
                 "init_from": optim.init_from,
+                "init_skipped": getattr(self, "warm_start_report", {}).get("skipped"),
             }
             (final / "training_report.json").write_text(json.dumps(report, indent=2))
             (final / "DONE").write_text("ok\n")
@@ -440,11 +444,14 @@ class Trainer:
         return metrics
 
 
-def warm_start(models: dict[str, nn.Module], folder: str | Path, stage: str) -> None:
-    """Load ``folder/model.safetensors`` into the stage's trained model (strict: same shapes).
+def warm_start(models: dict[str, nn.Module], folder: str | Path, stage: str, strict: bool = True) -> dict:
+    """Load ``folder/model.safetensors`` into the stage's trained model.
 
     A stage trains one model (plus, for the codebooks, a discriminator that starts fresh);
     the first entry of ``models`` is the one whose weights are exported and loaded here.
+    ``strict``: every tensor must exist with the same shape. Otherwise the tensors whose
+    names and shapes match are loaded and the rest keep their fresh initialisation; the
+    names skipped (absent here, absent there, or a different shape) are returned.
     """
     from safetensors.torch import load_file
 
@@ -453,11 +460,23 @@ def warm_start(models: dict[str, nn.Module], folder: str | Path, stage: str) -> 
         raise FileNotFoundError(f"init_from for stage {stage!r}: {path} does not exist")
     name, module = next(iter(models.items()))
     target = getattr(module, "model", module)  # ForwardAs wraps the module it exports
-    try:
-        target.load_state_dict(load_file(str(path)), strict=True)
-    except RuntimeError as err:
-        raise ValueError(f"init_from {path} does not fit the {stage} model built from this config: {err}") from err
-    print(f"[{stage}] {name} initialised from {path}")
+    source = load_file(str(path))
+    if strict:
+        try:
+            target.load_state_dict(source, strict=True)
+        except RuntimeError as err:
+            raise ValueError(f"init_from {path} does not fit the {stage} model built from this config: {err}") from err
+        print(f"[{stage}] {name} initialised from {path}")
+        return {"loaded": len(source), "skipped": []}
+    own = target.state_dict()
+    fits = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+    if not fits:
+        raise ValueError(f"init_from {path}: no tensor fits the {stage} model built from this config")
+    target.load_state_dict(fits, strict=False)
+    skipped = sorted(set(own) - set(fits)) + sorted(f"(source only) {k}" for k in set(source) - set(own))
+    print(f"[{stage}] {name} initialised from {path}: {len(fits)}/{len(own)} tensors loaded, "
+          f"{len(skipped)} skipped: {', '.join(skipped[:12])}{' ...' if len(skipped) > 12 else ''}")
+    return {"loaded": len(fits), "skipped": skipped}
 
 
 def _batch_size(batch: Any) -> int:
