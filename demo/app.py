@@ -17,6 +17,8 @@ out the page and parses the command line.
 from __future__ import annotations
 
 import argparse
+import functools
+import inspect
 import logging
 import os
 import sys
@@ -107,6 +109,31 @@ bash run.sh test                                   # set up .venv and check ever
 """
 
 
+def streamed(handler):
+    """The UI's generate buttons: the same handler with progressive previews.
+
+    ``/text_to_image``, ``/sketch_to_image`` and ``/partial_to_image`` answer API clients
+    with the final images only (a client downloads every streamed preview, which made each
+    call ~0.5 s slower on 2 cores); ``/<name>_stream`` is what the page uses, previews
+    included, for clients that want them too.
+    """
+    @functools.wraps(handler)
+    def with_previews(*args, **kwargs):
+        yield from handler(*args, **kwargs, previews=True)
+
+    # Gradio reads the signature (to pass ``progress``, and defaults for missing inputs):
+    # show it the handler's, less ``previews``, which is fixed here.
+    sig = inspect.signature(handler)
+    with_previews.__signature__ = sig.replace(parameters=[p for p in sig.parameters.values() if p.name != "previews"])
+    return with_previews
+
+
+def api_only(handler, inputs, outputs, name: str, opts: dict) -> None:
+    """An API endpoint with no button on the page (an invisible one carries the event)."""
+    button = gr.Button(visible=False, elem_classes="api-only")
+    button.click(handler, inputs, outputs, api_name=name, **opts)
+
+
 def build_app(models: DemoModels) -> gr.Blocks:
     """The page. Every event runs with ``preprocess=False`` (see demo/handlers.py)."""
     h = Handlers(models)
@@ -149,9 +176,10 @@ def build_app(models: DemoModels) -> gr.Blocks:
                         with gr.Accordion("Model-size outputs", open=False):
                             t_raw = gr.Gallery(label="As generated", columns=8, format="png", height="auto")
                 t_inputs = [t_text, t_num, t_seed, t_temp, t_topk, t_guid, t_sampler]
-                t_go.click(h.text_to_image, t_inputs, [t_gallery, t_raw, t_status], api_name="text_to_image",
-                           **raw_opts)
-                t_text.submit(h.text_to_image, t_inputs, [t_gallery, t_raw, t_status], api_name=False, **raw_opts)
+                t_outputs = [t_gallery, t_raw, t_status]
+                gr.on([t_go.click, t_text.submit], streamed(h.text_to_image), t_inputs, t_outputs,
+                      api_name="text_to_image_stream", **raw_opts)
+                api_only(h.text_to_image, t_inputs, t_outputs, "text_to_image", raw_opts)
 
             # -- Text + sketch -> garment --------------------------------------------------------
             with gr.Tab("Text + sketch → garment", id="sketch"):
@@ -193,8 +221,11 @@ def build_app(models: DemoModels) -> gr.Blocks:
                 s_photo.upload(lambda: "photo", None, s_source, api_name=False)
                 gr.on([s_photo.change, s_low.release, s_high.release], h.canny_preview, [s_photo, s_low, s_high],
                       s_preview, api_name="canny_preview", trigger_mode="always_last", **raw_opts)
-                s_go.click(h.sketch_to_image, [s_text, s_source, s_pad, s_photo, s_low, s_high, s_num, s_seed],
-                           [s_gallery, s_raw, s_seen, s_status], api_name="sketch_to_image", **raw_opts)
+                s_inputs = [s_text, s_source, s_pad, s_photo, s_low, s_high, s_num, s_seed]
+                s_outputs = [s_gallery, s_raw, s_seen, s_status]
+                s_go.click(streamed(h.sketch_to_image), s_inputs, s_outputs, api_name="sketch_to_image_stream",
+                           **raw_opts)
+                api_only(h.sketch_to_image, s_inputs, s_outputs, "sketch_to_image", raw_opts)
 
             # -- Text + partial -> garment ---------------------------------------------------------
             with gr.Tab("Text + partial → garment", id="partial"):
@@ -232,9 +263,11 @@ def build_app(models: DemoModels) -> gr.Blocks:
                             p_raw = gr.Gallery(label="As generated", columns=8, format="png", height="auto")
                 gr.on([s.release for s in (p_left, p_top, p_right, p_bottom)], lambda: "box", None, p_region,
                       api_name=False)
-                p_go.click(h.partial_to_image,
-                           [p_text, p_editor, p_region, p_left, p_top, p_right, p_bottom, p_num, p_seed],
-                           [p_gallery, p_raw, p_seen, p_status], api_name="partial_to_image", **raw_opts)
+                p_inputs = [p_text, p_editor, p_region, p_left, p_top, p_right, p_bottom, p_num, p_seed]
+                p_outputs = [p_gallery, p_raw, p_seen, p_status]
+                p_go.click(streamed(h.partial_to_image), p_inputs, p_outputs, api_name="partial_to_image_stream",
+                           **raw_opts)
+                api_only(h.partial_to_image, p_inputs, p_outputs, "partial_to_image", raw_opts)
 
             # -- MaskCLIP heatmaps ---------------------------------------------------------------------
             with gr.Tab("MaskCLIP heatmaps", id="heatmaps", elem_id="heatmaps-tab"):
@@ -369,12 +402,16 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    from demo import torch_thread
+
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    models = DemoModels.load(
-        args.checkpoint, compare=dict(args.compare),
+        torch_thread.call(torch.set_num_threads, args.threads)
+    # Models load on the thread that will run them (see demo/torch_thread.py).
+    models = torch_thread.call(
+        DemoModels.load, args.checkpoint, compare=dict(args.compare),
         checkpoints_dir=None if args.baselines_dir == "none" else Path(args.baselines_dir),
         search_data=args.search_data, search_size=args.search_size, time_limit=args.time_limit)
     app = build_app(models)
@@ -382,7 +419,8 @@ def main(argv: list[str] | None = None) -> None:
     app.launch(server_name=args.host, server_port=args.port, share=False, max_file_size="50mb",
                allowed_paths=[str(Path(example_garments()[0][0]).parent)], theme=gr.themes.Soft(), css=CSS,
                prevent_thread_lock=True, quiet=True)
-    models.search.start()  # after launch: the first page is served while the index builds
+    # The search index is built on the first search, not now: on the one model thread it
+    # would hold up the first generation by ~5 s (and in a thread of its own, slow everything).
     print(f"ARMANI app ready on http://{args.host}:{args.port} (started in {time.perf_counter() - start:.1f} s)",
           flush=True)
     app.block_thread()

@@ -9,7 +9,9 @@ Choices the issue leaves open:
   rotation, clear errors for non-images) rather than by Gradio's own conversion, which
   saturates 16-bit images and fails on non-images with a message only the log shows.
   Every handler therefore also accepts plain paths / PIL images (tests call them directly).
-- **Time limit.** Each request runs in a worker thread. The pipeline's progress callback
+- **One model thread.** All model work runs on one thread (``demo/torch_thread.py`` says
+  why: a second thread calling torch made every request ~1.6x slower on 2 cores).
+- **Time limit.** Each request runs on that thread. The pipeline's progress callback
   raises once the limit has passed (or the client has gone), so sampling stops at its next
   preview step instead of running on; calls without a callback (part editing) are
   abandoned at the limit and finish in the background.
@@ -42,6 +44,7 @@ from armani.alignment import plot_heatmaps, word_part_heatmaps
 from armani.data.images import ImageInputError, fit_image, load_image_with_notes
 from armani.parts import PART_COLORS, PART_ID, PART_NAMES, PART_WORDS
 
+from . import torch_thread
 from .models import DemoModels, Method
 
 log = logging.getLogger("armani.demo")
@@ -193,7 +196,7 @@ def stream(call: Callable[[Callable], Any], limit: float) -> Iterator[tuple[int,
         except BaseException as err:  # noqa: BLE001 - handed to the request's thread
             events.put(("error", err))
 
-    threading.Thread(target=work, name="armani-request", daemon=True).start()
+    torch_thread.submit(work)
     try:
         while True:
             try:
@@ -247,22 +250,28 @@ class Handlers:
         self.limit = models.time_limit
 
     # Text / sketch / partial -> garment share one streaming generator.
-    def _generate(self, progress, extra_outputs: Callable[[Any], tuple], notes: list[str] | None = None, **kwargs):
-        """Stream previews, then yield (display gallery, model-size gallery, *extra_outputs(out), status)."""
+    def _generate(self, progress, extra_outputs: Callable[[Any], tuple], notes: list[str] | None = None,
+                  previews: bool = False, **kwargs):
+        """Yield previews (``previews=True``: the UI's buttons), then (display gallery, model-size
+        gallery, *extra_outputs(out), status). Without previews the pipeline still reports its
+        progress (and is stopped at the time limit) but decodes nothing until the end: API
+        clients would download every preview they never look at (measured: +0.5 s per call)."""
         pipe = self.pipe
         every = max(1, pipe.vqgan.num_tokens // 4)
         start = time.perf_counter()
         with user_errors(self.limit):
-            gen = stream(lambda cb: pipe(callback=cb, callback_every=every, **kwargs), self.limit)
+            gen = stream(lambda cb: pipe(callback=cb, callback_every=every, callback_images=previews, **kwargs),
+                         self.limit)
             while True:
                 try:
-                    step, total, previews = next(gen)
+                    step, total, shown = next(gen)
                 except StopIteration as done:
                     out = done.value
                     break
                 progress(step / max(1, total), desc=f"sampling {step}/{total}")
-                yield ([(enlarge(im), "preview") for im in previews], gr.skip(), *extra_outputs(None),
-                       f"sampling... {step}/{total}")
+                if previews:
+                    yield ([(enlarge(im), "preview") for im in shown], gr.skip(), *extra_outputs(None),
+                           f"sampling... {step}/{total}")
         notes = list(notes or []) + out.notes
         _notify(notes)
         status = _status(time.perf_counter() - start, len(out.images), kwargs.get("seed"), out.text, notes)
@@ -270,14 +279,15 @@ class Handlers:
                [(im, f"#{i + 1}") for i, im in enumerate(out.images)], *extra_outputs(out), status)
 
     def text_to_image(self, text, num_images=4, seed=0, temperature=1.0, top_k=100, guidance_scale=3.0,
-                      sampler="AR", progress=gr.Progress()):
-        """Text -> garments, with progressive previews while sampling."""
+                      sampler="AR", progress=gr.Progress(), previews=False):
+        """Text -> garments (``previews=True``: progressive previews while sampling)."""
         sampler = str(sampler or "AR").lower()
         if sampler not in ("ar", "nar"):
             raise gr.Error(f"The sampler must be AR or NAR, got {sampler!r}.")
         top_k = _int(top_k, "top-k", 0, 1_000_000)
         yield from self._generate(
-            progress, lambda out: (), text=read_text(text), num_images=_int(num_images, "Number of images", 1, 16),
+            progress, lambda out: (), previews=previews, text=read_text(text),
+            num_images=_int(num_images, "Number of images", 1, 16),
             seed=_int(seed, "Seed", 0, 2**31 - 1), temperature=_float(temperature, "Temperature", 0.0, 10.0),
             top_k=top_k or None, guidance_scale=_float(guidance_scale, "Guidance scale", 0.0, 50.0), sampler=sampler)
 
@@ -288,11 +298,12 @@ class Handlers:
             return None
         low, high = _int(low, "Low threshold", 0, 1000), _int(high, "High threshold", 0, 1000)
         with user_errors(self.limit):
-            _, edges = self.pipe.prepare_sketch(loaded.image, [], mode="photo", thresholds=(low, high))
+            _, edges = torch_thread.call(self.pipe.prepare_sketch, loaded.image, [], mode="photo",
+                                         thresholds=(low, high))
         return enlarge(edges)
 
     def sketch_to_image(self, text, source="draw", drawing=None, photo=None, low=100, high=200, num_images=4, seed=0,
-                        progress=gr.Progress()):
+                        progress=gr.Progress(), previews=False):
         """Text + a drawn sketch (or a photo's Canny edges) -> garments."""
         if source == "photo":
             loaded, mode = read_image(photo, "a photo to take the sketch from"), "photo"
@@ -301,12 +312,13 @@ class Handlers:
             loaded, mode = read_image(composite, "a sketch (draw on the sketch pad)"), "edges"
         yield from self._generate(
             progress, lambda out: (None if out is None else enlarge(out.sketch),), notes=loaded.notes,
+            previews=previews,
             text=read_text(text, required=False), sketch=loaded.image, sketch_mode=mode,
             sketch_thresholds=(_int(low, "Low threshold", 0, 1000), _int(high, "High threshold", 0, 1000)),
             num_images=_int(num_images, "Number of images", 1, 16), seed=_int(seed, "Seed", 0, 2**31 - 1))
 
     def partial_to_image(self, text, editor=None, region="random 25% crop", left=0, top=0, right=50, bottom=50,
-                         num_images=4, seed=0, progress=gr.Progress()):
+                         num_images=4, seed=0, progress=gr.Progress(), previews=False):
         """Text + a partial garment (the region to keep: brushed, a box, or a random 25% crop) -> garments."""
         background, layers, _ = _editor(editor)
         loaded = read_image(background, "an image of a garment (upload it in the editor)")
@@ -320,6 +332,7 @@ class Handlers:
             keep = None
         yield from self._generate(
             progress, lambda out: (None if out is None else enlarge(out.partial),), notes=loaded.notes,
+            previews=previews,
             text=read_text(text, required=False), partial=loaded.image, partial_keep_mask=keep,
             num_images=_int(num_images, "Number of images", 1, 16), seed=_int(seed, "Seed", 0, 2**31 - 1))
 
@@ -379,15 +392,17 @@ class Handlers:
         start = time.perf_counter()
         try:
             with user_errors(self.limit):
-                out = run(lambda cb: method.pipeline(**kwargs, **({"callback": cb} if takes_callback else {})),
+                quiet = {"callback_images": False} if "callback_images" in accepts else {}  # no preview decodes
+                out = run(lambda cb: method.pipeline(**kwargs, **({"callback": cb} if takes_callback else {}), **quiet),
                           max(0.0, deadline - time.monotonic()))
         except gr.Error as err:
             blank = Image.new("RGB", (self.pipe.image_size,) * 2, (200, 200, 200))
             return blank, [method.name, time.perf_counter() - start, float("nan"), "failed", str(err)]
         seconds = time.perf_counter() - start
         image = out.images[0]
-        score = self.maskclip_score(image, text)
-        return image, [method.name, round(seconds, 3), round(score, 4), part_verdict(image, text),
+        score = torch_thread.call(self.maskclip_score, image, text)
+        verdict = torch_thread.call(part_verdict, image, text)
+        return image, [method.name, round(seconds, 3), round(score, 4), verdict,
                        "; ".join(notes + list(out.notes))]
 
     @torch.inference_mode()
@@ -407,7 +422,7 @@ class Handlers:
         if loaded is None:
             return gr.Dropdown(choices=[], value=None)
         with user_errors(self.limit):
-            mask = self.pipe.segment(loaded.image)
+            mask = torch_thread.call(self.pipe.segment, loaded.image)
         found = [PART_NAMES[k] for k in np.unique(mask) if k >= PART_ID["sleeve"]]
         if not found:
             gr.Warning("The segmenter finds no garment parts (only body or background) in this image.")
@@ -439,7 +454,7 @@ class Handlers:
         if not gallery.wait(timeout=self.limit):
             raise gr.Error("The search gallery is still being built; try again in a few seconds.")
         with user_errors(self.limit):
-            hits = gallery.search(text, k)
+            hits = torch_thread.call(gallery.search, text, k)
         shown = [(enlarge(gallery.images[i]), f"{score:.3f} · {gallery.captions[i]}") for i, score in hits]
         table = [[rank + 1, i, round(score, 4), gallery.captions[i]] for rank, (i, score) in enumerate(hits)]
         return shown, table

@@ -5,7 +5,8 @@
 
 Starts ``demo/app.py`` in a subprocess (demo/launcher.py), then times ``/text_to_image`` with
 4 images through ``gradio_client`` (client-side wall time: queue, sampling, decoding, PNG
-encoding and transfer) and reads the app's resident memory. Prints one JSON object.
+encoding and transfer), then the page's ``/text_to_image_stream`` (first preview, final
+images), and reads the app's resident memory. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -44,6 +45,20 @@ def main(argv: list[str] | None = None) -> dict:
             seconds.append(time.perf_counter() - start)
             server.append(float(status.split(" in ")[1].split(" s")[0]))
             assert len(raw) == args.num_images
+        # The page's endpoint, previews streamed: when the first preview and the final images
+        # arrive (this client does not download the images; the browser would fetch them).
+        streamer = Client(app.url, verbose=False, httpx_kwargs={"timeout": 300}, download_files=False)
+        first_preview, final = [], []
+        for i in range(args.calls):
+            prompt = EXAMPLE_PROMPTS[i % len(EXAMPLE_PROMPTS)]
+            start = time.perf_counter()
+            job = streamer.submit(prompt, args.num_images, i, 1.0, 100, 3.0, "AR", api_name="/text_to_image_stream")
+            seen = None
+            for update in job:
+                if seen is None and str(update[-1]).startswith("sampling"):
+                    seen = time.perf_counter() - start
+            final.append(time.perf_counter() - start)
+            first_preview.append(seen if seen is not None else float("nan"))
         report = {
             "checkpoint": args.checkpoint or "checkpoints/armani",
             "start_seconds": round(app.start_seconds, 2),
@@ -53,6 +68,8 @@ def main(argv: list[str] | None = None) -> dict:
             "first_image_p50_seconds": round(statistics.median(seconds), 3),
             "first_image_max_seconds": round(max(seconds), 3),
             "server_side_p50_seconds": round(statistics.median(server), 3),
+            "stream_first_preview_p50_seconds": round(statistics.median(first_preview), 3),
+            "stream_final_p50_seconds": round(statistics.median(final), 3),
         }
     print(json.dumps(report, indent=2))
     return report

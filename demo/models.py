@@ -123,13 +123,15 @@ class SearchGallery:
     seconds: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _ready: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    _job: Any = None
 
     def start(self) -> None:
+        """Build the index in the background, on the app's model thread (see torch_thread)."""
+        from . import torch_thread
+
         with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._build, name="search-index", daemon=True)
-                self._thread.start()
+            if self._job is None:
+                self._job = torch_thread.submit(self._build)
 
     def _rows(self):
         if self.source is None:

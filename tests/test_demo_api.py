@@ -116,7 +116,8 @@ def _editor(background, layers=()):
 def test_api_lists_every_named_endpoint(client):
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
     assert {"/text_to_image", "/sketch_to_image", "/canny_preview", "/partial_to_image", "/heatmaps", "/compare",
-            "/parts_in", "/edit_part", "/search"} <= names
+            "/parts_in", "/edit_part", "/search", "/text_to_image_stream", "/sketch_to_image_stream",
+            "/partial_to_image_stream"} <= names
 
 
 def test_text_to_image_returns_the_pipelines_images(client, tiny_pipeline):
@@ -136,6 +137,19 @@ def test_text_to_image_returns_the_pipelines_images(client, tiny_pipeline):
     # Another seed, other garments.
     _, raw2, _ = client.predict(PROMPT, 4, 8, 1.0, 100, 3.0, "AR", api_name="/text_to_image")
     assert not all(np.array_equal(a, b) for a, b in zip(got, _images(raw2)))
+
+
+def test_the_pages_stream_endpoint_streams_previews_then_the_same_images(client):
+    job = client.submit(PROMPT, 4, 7, 1.0, 100, 3.0, "AR", api_name="/text_to_image_stream")
+    updates = list(job)
+    previews = [u for u in updates if str(u[-1]).startswith("sampling")]
+    assert len(previews) >= 2 and all(len(u[0]) == 4 for u in previews)
+    assert [int(str(u[-1]).split()[-1].split("/")[0]) for u in previews] == sorted(
+        int(str(u[-1]).split()[-1].split("/")[0]) for u in previews)  # steps only go forward
+    _, raw, status = updates[-1]
+    _, want, _ = client.predict(PROMPT, 4, 7, 1.0, 100, 3.0, "AR", api_name="/text_to_image")
+    assert "4 images in" in status
+    assert all(np.array_equal(a, b) for a, b in zip(_images(raw), _images(want)))
 
 
 def test_sketch_from_photo_and_from_drawing(client, files, tiny_pipeline):

@@ -292,12 +292,14 @@ class ArmaniPipeline:
                  temperature: float | None = None, sketch_mode: str = "auto",
                  sketch_thresholds: tuple[int, int] | None = None, allow_unconditional: bool = False,
                  callback: Callable[[int, int, list[Image.Image]], None] | None = None,
-                 callback_every: int = 32) -> PipelineOutput:
+                 callback_every: int = 32, callback_images: bool = True) -> PipelineOutput:
         """Generate ``num_images`` garments from any mix of text, sketch and partial image.
 
         ``top_k``/``top_p`` default (-1) to the pipeline settings; pass None to disable.
         ``callback(step, total, preview_images)`` receives progressive previews every
-        ``callback_every`` tokens (AR) or every step (mask-predict).
+        ``callback_every`` tokens (AR) or every step (mask-predict). With
+        ``callback_images=False`` it gets an empty list instead: progress and a chance to stop
+        (raise) without the cost of decoding previews.
         """
         start = time.perf_counter()
         s = self.settings
@@ -334,7 +336,8 @@ class ArmaniPipeline:
         preview = None
         if callback is not None:
             total = self.transformer.config.image_len if sampler == "ar" else s.nar_steps
-            preview = lambda step, ids: callback(step, total, self._preview(ids))  # noqa: E731
+            preview = lambda step, ids: callback(  # noqa: E731
+                step, total, self._preview(ids) if callback_images else [])
         if sampler == "ar":
             if not self.transformer.config.causal:
                 raise PipelineInputError("this checkpoint's transformer is bidirectional: use sampler='nar'")
