@@ -128,6 +128,40 @@ def test_save_and_load_roundtrip(tiny_pipeline, tmp_path):
     assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a.images, b.images))
 
 
+def test_baselines_share_identical_components_and_store_bf16(tiny_pipeline, tmp_path):
+    import copy
+    import json
+    import shutil
+
+    from safetensors.torch import load_file
+
+    base = tmp_path / "ckpts" / "armani"
+    tiny_pipeline.save_pretrained(base)
+    variant = copy.copy(tiny_pipeline)
+    variant.transformer = copy.deepcopy(tiny_pipeline.transformer)
+    with torch.no_grad():
+        variant.transformer.head.weight.mul_(1.5)  # a baseline differs in its transformer only
+    out = tmp_path / "ckpts" / "dalle"
+    variant.save_pretrained(out, share_with=base, storage_dtype="bfloat16")
+    meta = json.loads((out / "pipeline.json").read_text())
+    assert set(meta["shared"]) == set(meta["components"]) - {"transformer"}
+    assert meta["shared"]["vqgan"] == "../armani/vqgan"
+    assert sorted(p.name for p in out.iterdir()) == ["pipeline.json", "tokenizer", "transformer"]
+    stored = load_file(str(out / "transformer" / "model.safetensors"))
+    assert all(v.dtype == torch.bfloat16 for v in stored.values() if v.is_floating_point())
+    loaded = ArmaniPipeline.from_pretrained(out)
+    assert loaded.transformer.head.weight.dtype == torch.float32
+    torch.testing.assert_close(loaded.transformer.head.weight,
+                               variant.transformer.head.weight.to(torch.bfloat16).float(), rtol=0, atol=0)
+    for a, b in zip(loaded.vqgan.state_dict().values(), tiny_pipeline.vqgan.state_dict().values()):
+        assert torch.equal(a, b)  # shared, float32: bit-identical
+    loaded(text="white polo", num_images=1, seed=0)
+    # The pipelines it refers to must stay beside it.
+    shutil.rmtree(base)
+    with pytest.raises(FileNotFoundError, match="shares its"):
+        ArmaniPipeline.from_pretrained(out)
+
+
 def test_missing_or_mismatched_checkpoints_fail_clearly(tiny_pipeline, tmp_path):
     with pytest.raises(FileNotFoundError, match="neither a local folder"):
         ArmaniPipeline.from_pretrained(tmp_path / "nowhere")

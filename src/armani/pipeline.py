@@ -18,6 +18,8 @@ with a message meant for a person; fixes applied silently are listed in ``output
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -116,14 +118,43 @@ class ArmaniPipeline:
     def modules(self) -> dict[str, torch.nn.Module]:
         return {name: m for name in COMPONENTS if (m := getattr(self, name)) is not None}
 
-    def save_pretrained(self, path: str | Path) -> None:
+    def save_pretrained(self, path: str | Path, share_with: str | Path | None = None,
+                        storage_dtype: str = "float32") -> None:
+        """Save every component (safetensors + JSON config) and ``pipeline.json``.
+
+        ``share_with``: another saved pipeline (e.g. ``checkpoints/armani``); a component whose
+        config and weights are identical to its copy there is not written again but referenced
+        (``pipeline.json`` ``"shared"``, a path relative to this folder). The baselines share
+        ARMANI's segmenter, MaskCLIP and control-signal tokenizers this way.
+        ``storage_dtype='bfloat16'`` stores floating-point weights in bf16 (half the bytes;
+        they are cast back to float32 on loading; the sampler computes in bf16 anyway).
+        """
+        from safetensors.torch import load_file, save_file
+
+        if storage_dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"storage_dtype must be 'float32' or 'bfloat16', got {storage_dtype!r}")
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.tokenizer.save_pretrained(path / "tokenizer")
+        shared: dict[str, str] = {}
         for name, module in self.modules().items():
-            module.save_pretrained(path / name)
+            target = path / name
+            module.save_pretrained(target)
+            weights = target / "model.safetensors"
+            if share_with is not None:
+                other = Path(share_with) / name
+                if _same_component(target, other):
+                    shutil.rmtree(target)
+                    shared[name] = os.path.relpath(other.resolve(), path.resolve())
+                    continue
+            if storage_dtype == "bfloat16":
+                tensors = {k: (v.to(torch.bfloat16) if v.is_floating_point() else v).contiguous()
+                           for k, v in load_file(str(weights)).items()}
+                save_file(tensors, str(weights))
         meta = {"format": "armani-pipeline", "version": 1, "components": list(self.modules()),
                 "settings": asdict(self.settings)}
+        if shared:
+            meta["shared"] = shared
         (path / "pipeline.json").write_text(json.dumps(meta, indent=2))
 
     @classmethod
@@ -148,7 +179,8 @@ class ArmaniPipeline:
             raise ValueError(f"{meta_file} is corrupt: {err}") from err
         if meta.get("format") != "armani-pipeline":
             raise ValueError(f"{meta_file} is not an ARMANI pipeline file")
-        parts = {name: _LOADERS[name].from_pretrained(folder / name) for name in meta["components"]}
+        parts = {name: _LOADERS[name].from_pretrained(_component_folder(folder, name, meta))
+                 for name in meta["components"]}
         stored = PipelineSettings(**meta.get("settings", {}))
         for key, value in settings.items():
             if not hasattr(stored, key):
@@ -444,6 +476,35 @@ def _as_pil(x) -> Image.Image:
     return Image.fromarray(np.asarray(x))
 
 
+def _same_component(a: Path, b: Path) -> bool:
+    """Two saved components with the same config and bit-identical weights."""
+    from safetensors.torch import load_file
+
+    try:
+        if json.loads((a / "config.json").read_text()) != json.loads((b / "config.json").read_text()):
+            return False
+        wa, wb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    except (OSError, ValueError):
+        return False
+    return wa.keys() == wb.keys() and all(wa[k].dtype == wb[k].dtype and torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def _component_folder(folder: Path, name: str, meta: dict) -> Path:
+    """Where a pipeline's component lives: its own sub-folder, or a shared one (a relative path
+    to a sibling pipeline, e.g. ``../armani/maskclip``) that must exist beside it."""
+    ref = meta.get("shared", {}).get(name)
+    if ref is None:
+        return folder / name
+    if Path(ref).is_absolute():
+        raise ValueError(f"{folder}/pipeline.json: shared component {name!r} must be a relative path, got {ref!r}")
+    target = folder / ref
+    if not (target / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{folder} shares its {name} with {target.resolve()}, which is missing: keep the pipelines it "
+            "refers to beside it (e.g. checkpoints/armani next to checkpoints/dalle)")
+    return target
+
+
 def _from_hub(repo_id: str) -> Path:
     """A Hub repo id -> its local snapshot (offline: only what the hub cache already holds)."""
     try:
@@ -470,13 +531,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", default=None, help="pipeline name stored in pipeline.json")
     ap.add_argument("--prompt", action="append", default=[], help="render samples for this text (repeatable)")
     ap.add_argument("--samples", default="outputs/samples.png")
+    ap.add_argument("--share-with", help="a saved pipeline whose identical components are referenced, not copied")
+    ap.add_argument("--storage-dtype", default="float32", choices=("float32", "bfloat16"),
+                    help="dtype of the stored weights (bfloat16: half the size)")
     args = ap.parse_args(argv)
     if args.run:
         pipe = ArmaniPipeline.from_run(args.run, **({"name": args.name} if args.name else {}))
     else:
         pipe = ArmaniPipeline.from_pretrained(args.checkpoint)
     if args.out:
-        pipe.save_pretrained(args.out)
+        pipe.save_pretrained(args.out, share_with=args.share_with, storage_dtype=args.storage_dtype)
         if args.run:
             from armani.model_card import model_card
 
@@ -487,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
             # later run (`train.py --reuse CHECKPOINT`) and that run's model card stays whole.
             for name in pipe.modules():
                 report = Path(args.run) / name / "final" / "training_report.json"
-                if report.is_file():
+                if report.is_file() and (Path(args.out) / name).is_dir():
                     shutil.copy(report, Path(args.out) / name / "training_report.json")
         print(f"saved {args.out}")
     if args.prompt:
