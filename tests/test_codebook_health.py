@@ -56,6 +56,21 @@ def test_words_per_code_on_a_hand_built_example():
     assert len(format_words_table(table, max_rows=1).splitlines()) == 3
 
 
+def test_codes_per_word_is_the_reverse_view():
+    from armani.codebook_health import codes_per_word, format_codes_per_word
+
+    code_ids = torch.tensor([[417, 417, 417, 3], [417, 3, 9, 9]])
+    word_index = torch.tensor([[0, 1, 0, 2], [1, -1, 0, 0]])
+    words = [["button", "Buttons", "collar"], ["five", "button"]]
+    table = codes_per_word(code_ids, word_index, words)
+    assert table == {"button": (3, [(417, 3)]), "five": (2, [(9, 2)]), "buttons": (1, [(417, 1)]),
+                     "collar": (1, [(3, 1)])}
+    only_parts = codes_per_word(code_ids, word_index, words, vocabulary={"button", "collar"})
+    assert list(only_parts) == ["button", "collar"]
+    lines = format_codes_per_word(only_parts).splitlines()
+    assert lines[2] == "| button | 3 | 417 (100%) |"
+
+
 def test_token_words_maps_token_positions_to_words():
     tok = GarmentTokenizer(context_length=12)
     text = tok(["five buttons and a collar"])

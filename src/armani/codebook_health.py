@@ -13,7 +13,7 @@ group at a time (``ids[..., g]``) to get per-group statistics.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -91,6 +91,40 @@ def words_per_code(
         code: sorted(counter.items(), key=lambda item: (-item[1], item[0]))[:top]
         for code, counter in sorted(counters.items())
     }
+
+
+def codes_per_word(
+    code_ids: torch.Tensor,
+    word_index: torch.Tensor,
+    words: Sequence[Sequence[str | None]],
+    vocabulary: Iterable[str] | None = None,
+    top: int = 3,
+) -> dict[str, tuple[int, list[tuple[int, int]]]]:
+    """The other way round from :func:`words_per_code`: for each word, how many cells it was
+    fused into and its ``top`` codes, ``{word: (cells, [(code, count), ...])}``. Only words
+    of ``vocabulary`` when given (e.g. the part words: "button -> code 417 in 23% of its
+    cells"). Same inputs as :func:`words_per_code`."""
+    keep = None if vocabulary is None else set(vocabulary)
+    counters: dict[str, Counter] = {}
+    for b, (codes, indices) in enumerate(zip(code_ids.tolist(), word_index.tolist())):
+        for code, index in zip(codes, indices):
+            word = words[b][index] if index >= 0 else None
+            if word is None or (keep is not None and word.lower() not in keep):
+                continue
+            counters.setdefault(word.lower(), Counter())[code] += 1
+    return {
+        word: (sum(c.values()), sorted(c.items(), key=lambda item: (-item[1], item[0]))[:top])
+        for word, c in sorted(counters.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))
+    }
+
+
+def format_codes_per_word(table: dict[str, tuple[int, list[tuple[int, int]]]]) -> str:
+    """``| word | cells | codes (share of the word's cells) |``, most fused words first."""
+    lines = ["| word | cells | codes (share of the word's cells) |", "|---|---:|---|"]
+    for word, (cells, codes) in table.items():
+        cell = ", ".join(f"{code} ({100 * count / cells:.0f}%)" for code, count in codes)
+        lines.append(f"| {word} | {cells} | {cell} |")
+    return "\n".join(lines)
 
 
 def format_words_table(table: WordsTable, stats: CodebookStats | None = None, max_rows: int | None = 50) -> str:

@@ -45,6 +45,8 @@ from armani.codebook_health import (
     CodebookStats,
     WordsTable,
     codebook_stats,
+    codes_per_word,
+    format_codes_per_word,
     format_words_table,
     plot_codebook_health,
     token_words,
@@ -53,7 +55,7 @@ from armani.codebook_health import (
 from armani.models.maskclip import MaskCLIP
 from armani.models.segmenter import Segmenter
 from armani.models.vqgan import VQGAN
-from armani.parts import NUM_PARTS, PART_NAMES
+from armani.parts import NUM_PARTS, PART_NAMES, PART_WORDS
 from armani.text import GarmentTokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -273,6 +275,11 @@ def evaluate_one(codebook: Codebook, data: ValidationSet, judge: Segmenter | Non
         table = words_per_code(flat, index.repeat_interleave(groups, dim=1), words, top=top_words)
         metrics["words_per_code"] = {str(code): [[w, c] for w, c in row] for code, row in table.items()}
         metrics["codes_with_words"] = len(table)
+        # and per part word: which codes it lands in ("do the buttons get codes of their own?")
+        metrics["codes_per_part_word"] = {
+            w: {"cells": n, "codes": [[code, count] for code, count in top]}
+            for w, (n, top) in codes_per_word(flat, index.repeat_interleave(groups, dim=1), words,
+                                               vocabulary=PART_WORDS).items()}
     return CodebookResult(codebook.name, codebook.kind, metrics, stats, table, torch.stack(examples), ids)
 
 
@@ -396,6 +403,11 @@ def format_words(report: CodebookReport, max_rows: int | None = 50) -> str:
         if r.words is not None:
             parts.append(f"### {r.name}: words fused into each code (most used codes first)\n\n"
                          + format_words_table(r.words, r.stats, max_rows=max_rows))
+            per_word = r.metrics.get("codes_per_part_word")
+            if per_word:
+                table = {w: (v["cells"], [tuple(x) for x in v["codes"]]) for w, v in per_word.items()}
+                parts.append(f"### {r.name}: part words and the codes they were fused into\n\n"
+                             + format_codes_per_word(table))
     return "\n\n".join(parts)
 
 

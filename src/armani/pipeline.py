@@ -202,6 +202,8 @@ class ArmaniPipeline:
         missing = {"vqgan", "transformer"} - set(parts)
         if missing:
             raise FileNotFoundError(f"{run_dir} lacks the finished stage(s) {sorted(missing)}")
+        if not parts["transformer"].config.causal:
+            settings.setdefault("sampler", "nar")  # a bidirectional (M6-style) model samples by mask-predict
         pipe = cls(GarmentTokenizer.from_pretrained(run_dir / "tokenizer"), settings=PipelineSettings(**settings),
                    **parts)
         pipe._check_consistency()
@@ -529,6 +531,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint", help="or a saved pipeline to load")
     ap.add_argument("--out", help="where to save the assembled pipeline")
     ap.add_argument("--name", default=None, help="pipeline name stored in pipeline.json")
+    ap.add_argument("--description", default=None, help="one line saying what it is (pipeline.json, model card)")
     ap.add_argument("--prompt", action="append", default=[], help="render samples for this text (repeatable)")
     ap.add_argument("--samples", default="outputs/samples.png")
     ap.add_argument("--share-with", help="a saved pipeline whose identical components are referenced, not copied")
@@ -536,7 +539,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="dtype of the stored weights (bfloat16: half the size)")
     args = ap.parse_args(argv)
     if args.run:
-        pipe = ArmaniPipeline.from_run(args.run, **({"name": args.name} if args.name else {}))
+        named = {k: v for k, v in (("name", args.name), ("description", args.description)) if v}
+        pipe = ArmaniPipeline.from_run(args.run, **named)
     else:
         pipe = ArmaniPipeline.from_pretrained(args.checkpoint)
     if args.out:
