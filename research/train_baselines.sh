@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Train the Table 1/2 rows the way the shipped ones were trained (2026-11-23, 2-core CPU).
+#
+# Protocol ("same phase 2"): the shipped ARMANI checkpoint is the first checkpoint (commit
+# 91f756f) trained on for one more phase: codebook +800 steps, transformer +1,400 steps, with
+# the retrained MaskCLIP. Every baseline and ablation starts from that same first checkpoint,
+# wherever its architecture allows (init_strict=false loads the tensors that fit: the M6 row
+# keeps the encoder/decoder and the transformer trunk, its product quantiser and image
+# embeddings start fresh), and gets exactly that phase with its own switches
+# (armani.config.VARIANTS). Segmenter, MaskCLIP and the sketch/partial tokenizers are the
+# shipped ones (--reuse). So the rows differ only in what the paper's tables vary, at a
+# budget this CPU affords; none is trained from scratch.
+#
+#   bash research/train_baselines.sh [dalle no_sem2 m6 no_sem1 no_fusion diffusion]
+#   then: python -m armani.pipeline --run runs/<name> --out checkpoints/<name> --name <name> \
+#             --share-with checkpoints/armani --storage-dtype bfloat16
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+if [ ! -f runs/c1/transformer/model.safetensors ]; then  # the first shipped checkpoint, from git
+  for part in vqgan transformer; do
+    mkdir -p runs/c1/$part
+    for f in config.json model.safetensors; do git show 91f756f:checkpoints/armani/$part/$f > runs/c1/$part/$f; done
+  done
+fi
+VQ="train.vqgan.max_steps=800 train.vqgan.warmup_steps=50 vqgan.gan_start_step=200"
+TR="train.transformer.init_from=runs/c1/transformer train.transformer.warmup_steps=50 train.transformer.max_steps=1400 transformer.semantic_start_step=1100"
+common() { $PY src/armani/train.py --config default --variant "$1" --output "runs/$1" --reuse checkpoints/armani "${@:2}"; }
+rows=("$@")
+[ ${#rows[@]} -eq 0 ] && rows=(dalle no_sem2 m6 no_sem1 no_fusion)
+for name in "${rows[@]}"; do
+  case $name in
+    dalle)     common dalle --stage vqgan,transformer train.vqgan.init_from=runs/c1/vqgan train.vqgan.init_strict=false $VQ $TR ;;
+    no_sem2)   common no_sem2 --stage transformer train.vqgan.init_from=checkpoints/armani/vqgan $VQ $TR ;;
+    m6)        common m6 --stage vqgan,transformer train.vqgan.init_from=runs/c1/vqgan train.vqgan.init_strict=false $VQ $TR \
+                 train.transformer.init_strict=false ;;
+    no_sem1)   common no_sem1 --stage vqgan,transformer train.vqgan.init_from=runs/c1/vqgan $VQ $TR ;;
+    no_fusion) common no_fusion --stage vqgan,transformer train.vqgan.init_from=runs/c1/vqgan train.vqgan.init_strict=false $VQ $TR ;;
+    diffusion) $PY src/armani/train.py --config default --stage diffusion --output runs/diffusion --reuse checkpoints/armani ;;
+    *) echo "unknown row $name" >&2; exit 2 ;;
+  esac
+done
