@@ -172,9 +172,26 @@ def test_bf16_sampler_runs_and_mostly_agrees(gpt):
     with torch.no_grad():
         model.head.weight.add_(1.0)
     second = _at_precision(model, "bfloat16")
-    assert second is not first and torch.equal(second.head.weight, model.head.weight.bfloat16())
+    x = torch.randn(3, model.config.width).bfloat16()
+    assert second is not first
+    assert torch.equal(second.head(x), torch.nn.functional.linear(x, model.head.weight.bfloat16()))
     with pytest.raises(ValueError, match="dtype"):
         sample_autoregressive(gpt, **cond, dtype="float16")
+
+
+def test_bf16_copy_prepacks_its_linear_layers_without_changing_results(gpt):
+    from armani.sampling import _at_precision, _PackedLinear, _packing_works
+
+    if not _packing_works():
+        pytest.skip("this torch build lacks oneDNN's linear packing: plain layers are used")
+    low = _at_precision(gpt, "bfloat16")
+    packed = [m for m in low.modules() if isinstance(m, _PackedLinear)]
+    assert len(packed) == 4 * gpt.config.layers + 1  # qkv, proj, mlp up/down per block; the head
+    assert not any(type(m) is torch.nn.Linear for m in low.modules())
+    x = torch.randn(2, 7, gpt.config.width).bfloat16()
+    block = gpt.blocks[0].mlp[0]
+    assert torch.equal(low.blocks[0].mlp[0](x), torch.nn.functional.linear(x, block.weight.bfloat16(),
+                                                                            block.bias.bfloat16()))
 
 
 def test_sampler_restores_training_mode(gpt):

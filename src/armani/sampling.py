@@ -23,12 +23,14 @@ samplers fed the same seed make the same choices.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from armani.models.transformer import CONDITIONS, CrossModalTransformer, KVCache
 
@@ -75,8 +77,51 @@ def _at_precision(model: CrossModalTransformer, dtype: str | torch.dtype) -> Cro
     for module in low.modules():
         if hasattr(module, "attention_dtype"):
             module.attention_dtype = torch.float32
+    if low.type_ids.device.type == "cpu" and _packing_works():
+        _pack_linears(low)
     _LOW_PRECISION[model] = (fingerprint, low)
     return low
+
+
+class _PackedLinear(nn.Module):
+    """A bf16 ``nn.Linear`` whose weight is reordered once into oneDNN's blocked layout.
+
+    A plain bf16 ``F.linear`` reorders the weight on every call; for the few-row matmuls of
+    token-by-token sampling that costs as much as the product (measured here: 50 -> 26 us for
+    a 256 x 768 layer at 8 rows, results bit-identical). This is what ``torch.compile``'s
+    weight freezing does on CPU, without the compile: it calls the same two oneDNN ops that
+    Inductor emits (``mkldnn._reorder_linear_weight`` / ``mkldnn._linear_pointwise``), which
+    are private, so :func:`_packing_works` checks them once and the plain layers stay if not.
+    """
+
+    def __init__(self, linear: nn.Linear, batch_hint: int = 8):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), batch_hint)
+        self.bias = None if linear.bias is None else linear.bias.detach()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+
+
+def _pack_linears(model: nn.Module) -> None:
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Linear and child.weight.dtype == torch.bfloat16:
+                setattr(parent, name, _PackedLinear(child))
+
+
+@functools.cache
+def _packing_works() -> bool:
+    """Whether this torch build has the oneDNN ops and they match ``F.linear`` exactly."""
+    try:
+        gen = torch.Generator().manual_seed(0)
+        lin = nn.Linear(32, 48).to(torch.bfloat16)
+        x = torch.randn(3, 5, 32, generator=gen).to(torch.bfloat16)
+        with torch.inference_mode():
+            return bool(torch.equal(_PackedLinear(lin)(x), lin(x)))
+    except (RuntimeError, AttributeError, NotImplementedError):
+        return False
 
 
 def _conditions(model: CrossModalTransformer, batch: int, guidance_scale: float,
