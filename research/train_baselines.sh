@@ -25,7 +25,8 @@ if [ ! -f runs/c1/transformer/model.safetensors ]; then  # the first shipped che
 fi
 VQ="train.vqgan.max_steps=800 train.vqgan.warmup_steps=50 vqgan.gan_start_step=200"
 TR="train.transformer.init_from=runs/c1/transformer train.transformer.warmup_steps=50 train.transformer.max_steps=1400 transformer.semantic_start_step=1100"
-common() { $PY src/armani/train.py --config default --variant "$1" --output "runs/$1" --reuse checkpoints/armani "${@:2}"; }
+# --resume: a killed run continues from its last checkpoint; finished stages are skipped (--reuse)
+common() { $PY src/armani/train.py --config default --variant "$1" --output "runs/$1" --reuse checkpoints/armani --resume "${@:2}"; }
 rows=("$@")
 [ ${#rows[@]} -eq 0 ] && rows=(dalle no_sem2 m6 no_sem1 no_fusion)
 for name in "${rows[@]}"; do
@@ -36,7 +37,7 @@ for name in "${rows[@]}"; do
                  train.transformer.init_strict=false ;;
     no_sem1)   common no_sem1 --stage vqgan,transformer train.vqgan.init_from=runs/c1/vqgan $VQ $TR ;;
     no_fusion) common no_fusion --stage vqgan,transformer train.vqgan.init_from=runs/c1/vqgan train.vqgan.init_strict=false $VQ $TR ;;
-    diffusion) $PY src/armani/train.py --config default --stage diffusion --output runs/diffusion --reuse checkpoints/armani ;;
+    diffusion) $PY src/armani/train.py --config default --stage diffusion --output runs/diffusion --reuse checkpoints/armani --resume ;;
     *) echo "unknown row $name" >&2; exit 2 ;;
   esac
 done
