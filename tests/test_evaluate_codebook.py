@@ -177,8 +177,10 @@ def test_cli_compares_codebooks(tiny_run, pq_run, tmp_path, capsys):
         assert row in printed
     table = words.read_text()
     assert "### armani" in table and "### again" in table and "### m6" not in table
-    section = table.split("### again")[0]
+    section = table.split("### again")[0].split("### armani: part words")[0]
     rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| code")]
+    if books["armani"].get("codes_per_part_word"):  # the reverse view follows, word by word
+        assert "### armani: part words and the codes they were fused into" in table
     assert len(rows) == min(50, len(books["armani"]["words_per_code"])) > 0
     code, _, cell = rows[0].strip("| ").split(" | ")
     assert cell == ", ".join(f"{w} ({n})" for w, n in books["armani"]["words_per_code"][code])
