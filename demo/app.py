@@ -404,10 +404,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     from demo import torch_thread
 
-    if args.threads:
+    if args.threads:  # on the thread that computes (see demo/torch_thread.py)
         import torch
 
-        torch.set_num_threads(args.threads)
         torch_thread.call(torch.set_num_threads, args.threads)
     # Models load on the thread that will run them (see demo/torch_thread.py).
     models = torch_thread.call(

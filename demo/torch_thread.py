@@ -21,19 +21,12 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-_EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="armani-torch")
-_IDENT: list[int] = []
-
-
-def _remember() -> None:
-    _IDENT.append(threading.get_ident())
-
-
-_EXECUTOR.submit(_remember).result()
+_PREFIX = "armani-torch"
+_EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix=_PREFIX)
 
 
 def on_torch_thread() -> bool:
-    return threading.get_ident() in _IDENT
+    return threading.current_thread().name.startswith(_PREFIX)
 
 
 def submit(fn: Callable[..., T], *args: Any, **kwargs: Any) -> Future:

@@ -272,14 +272,14 @@ def evaluate_one(codebook: Codebook, data: ValidationSet, judge: Segmenter | Non
         index = torch.cat(index_all)  # (num, N)
         groups = codes["num_groups"]
         flat = (ids.reshape(len(ids), -1, groups) + torch.arange(groups) * vq.codebook_size).reshape(len(ids), -1)
-        table = words_per_code(flat, index.repeat_interleave(groups, dim=1), words, top=top_words)
+        cell_words = index.repeat_interleave(groups, dim=1)  # each group's id keeps its cell's word
+        table = words_per_code(flat, cell_words, words, top=top_words)
         metrics["words_per_code"] = {str(code): [[w, c] for w, c in row] for code, row in table.items()}
         metrics["codes_with_words"] = len(table)
         # and per part word: which codes it lands in ("do the buttons get codes of their own?")
         metrics["codes_per_part_word"] = {
             w: {"cells": n, "codes": [[code, count] for code, count in top]}
-            for w, (n, top) in codes_per_word(flat, index.repeat_interleave(groups, dim=1), words,
-                                               vocabulary=PART_WORDS).items()}
+            for w, (n, top) in codes_per_word(flat, cell_words, words, vocabulary=PART_WORDS).items()}
     return CodebookResult(codebook.name, codebook.kind, metrics, stats, table, torch.stack(examples), ids)
 
 

@@ -231,9 +231,6 @@ class Block(nn.Module):
         self.drop = nn.Dropout(config.dropout)
 
     def forward(self, x, cache=None, start: int = 0):
-        if self.drop.p == 0 or not self.training:  # one module call fewer per token when sampling
-            x = x + self.attn(self.ln1(x), cache, start)
-            return x + self.mlp(self.ln2(x))
         x = x + self.drop(self.attn(self.ln1(x), cache, start))
         return x + self.drop(self.mlp(self.ln2(x)))
 
@@ -363,8 +360,7 @@ class CrossModalTransformer(nn.Module):
         Returns logits ``(B, T, [G,] K)``. With a cache, keys/values are written at
         [start, start+T) and attention covers the whole filled prefix.
         """
-        if self.training and self.drop.p > 0:
-            h = self.drop(h)
+        h = self.drop(h)
         for i, block in enumerate(self.blocks):
             h = block(h, None if cache is None else cache.layer(i), start)
         logits = self.head(self.ln_f(h))  # (B, T, G*K)

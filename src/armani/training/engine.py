@@ -236,6 +236,7 @@ class Trainer:
         self.seen_rows: list[int] = []
         self.dir = stage.stage_dir()
         self.ckpt_dir = self.dir / "checkpoints"
+        self.init_skipped: list[str] | None = None  # tensors a non-strict warm start left fresh
         optim = stage.optim
         self.accelerator = Accelerator(
             mixed_precision=resolve_mixed_precision(mixed_precision),
@@ -254,7 +255,7 @@ class Trainer:
         st, acc, optim = self.stage, self.accelerator, self.stage.optim
         models = st.build_models()
         if optim.init_from:
-            self.warm_start_report = warm_start(models, optim.init_from, st.name, strict=optim.init_strict)
+            self.init_skipped = warm_start(models, optim.init_from, st.name, strict=optim.init_strict)["skipped"]
         frozen = st.build_frozen()
         optimizers = st.build_optimizers(models)
         schedulers = {k: warmup_cosine(o, optim.warmup_steps, optim.max_steps) for k, o in optimizers.items()}
@@ -406,7 +407,7 @@ class Trainer:
                 # How this stage was trained, for the model card's "Reproduce" section.
                 "command": " ".join(shlex.quote(a) for a in sys.argv),
                 "init_from": optim.init_from,
-                "init_skipped": getattr(self, "warm_start_report", {}).get("skipped"),
+                "init_skipped": self.init_skipped,
             }
             (final / "training_report.json").write_text(json.dumps(report, indent=2))
             (final / "DONE").write_text("ok\n")
