@@ -68,8 +68,9 @@ def test_type_prompt_generate_and_see_garments(page, shots):
     prompt.fill("Yellow dotted skirt with a wide waistband and a belt.")
     page.locator("#t2i-generate").click()
     page.locator("#t2i-status").get_by_text("4 images in").wait_for()
-    page.wait_for_function("() => [...document.querySelectorAll('#t2i-gallery img')]"
-                           ".filter(e => e.complete && e.naturalWidth > 0).length >= 4")
+    # Every image shown has loaded (not only 4 of them: the last preview's may still be swapping out).
+    page.wait_for_function("() => { const im = [...document.querySelectorAll('#t2i-gallery img')];"
+                           " return im.length >= 4 && im.every(e => e.complete && e.naturalWidth > 0); }")
     page.screenshot(path=str(shots / "text_to_garment.png"), full_page=True)
     assert _shown_images(page, "#t2i-gallery") >= 4
     assert "yellow dotted skirt" in page.locator("#t2i-status").inner_text().lower()
