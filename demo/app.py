@@ -311,6 +311,9 @@ def build_app(models: DemoModels) -> gr.Blocks:
                             c_partial = gr.Image(label="Partial image (optional, random 25% kept)", type="filepath",
                                                  image_mode=None, sources=["upload", "clipboard"], height=180)
                         c_seed = gr.Number(0, precision=0, minimum=0, label="Seed")
+                        all_names = [m.name for m in models.methods]
+                        c_methods = gr.CheckboxGroup(all_names, value=all_names, label="Methods",
+                                                     info="each one adds its sampling time")
                         c_go = gr.Button("Compare", variant="primary")
                         gr.Examples([[p] for p in EXAMPLE_PROMPTS], inputs=[c_text], label="Example prompts")
                     with gr.Column(scale=3):
@@ -319,7 +322,7 @@ def build_app(models: DemoModels) -> gr.Blocks:
                         c_table = gr.Dataframe(headers=["method", "seconds", "MaskCLIP", "part verdict", "notes"],
                                                label="Scores", interactive=False)
                         c_status = gr.Markdown()
-                c_go.click(h.compare, [c_text, c_sketch, c_partial, c_seed], [c_gallery, c_table, c_status],
+                c_go.click(h.compare, [c_text, c_sketch, c_partial, c_seed, c_methods], [c_gallery, c_table, c_status],
                            api_name="compare", **raw_opts)
 
             # -- Part editing ----------------------------------------------------------------------------------

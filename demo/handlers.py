@@ -363,20 +363,35 @@ class Handlers:
             table.append([word, result.pointed_part[w], round(float(result.best_score[w]), 3), expected, hit])
         return overlays, (shown, annotations), table, figure
 
-    def compare(self, text, sketch=None, partial=None, seed=0):
-        """One prompt (+ optional sketch / partial) through ARMANI and every baseline, side by side."""
+    def compare(self, text, sketch=None, partial=None, seed=0, methods=None):
+        """One prompt (+ optional sketch / partial) through ARMANI and the chosen baselines
+        (``methods``: their names; None = all), side by side."""
         text = read_text(text)
         seed = _int(seed, "Seed", 0, 2**31 - 1)
+        chosen = self._chosen_methods(methods)
         sketch_img = read_image(sketch, "the sketch", required=False)
         partial_img = read_image(partial, "the partial image", required=False)
         gallery, table = [], []
         deadline = time.monotonic() + self.limit
-        for method in self.models.methods:
+        for method in chosen:
             image, row = self._compare_one(method, text, sketch_img, partial_img, seed, deadline)
             gallery.append((enlarge(image), f"{row[0]} · {row[1]:.2f} s · MaskCLIP {row[2]:.3f}"))
             table.append(row)
         status = f"{len(table)} method(s)" + "".join(f"\n- {s}" for s in self.models.skipped)
         return gallery, table, status
+
+    def _chosen_methods(self, methods) -> list[Method]:
+        known = [m.name for m in self.models.methods]
+        if methods is None:
+            return list(self.models.methods)
+        if isinstance(methods, str):
+            methods = [methods]
+        unknown = [m for m in methods if m not in known]
+        if unknown:
+            raise gr.Error(f"unknown method(s) {', '.join(map(str, unknown))}; this app has {', '.join(known)}")
+        if not methods:
+            raise gr.Error("Tick at least one method to compare.")
+        return [m for m in self.models.methods if m.name in methods]
 
     def _compare_one(self, method: Method, text, sketch, partial, seed, deadline) -> tuple[Image.Image, list]:
         accepts = inspect.signature(method.pipeline.__call__).parameters

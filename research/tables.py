@@ -589,8 +589,11 @@ def readme_block(summary: dict, readme: Path, out: Path | None) -> str:
              "```bash", summary.get("command") or "(command not recorded)", "```", "", markdown_table(summary)]
     if out is not None and summary.get("figure"):
         figure = os.path.relpath((Path(out) / summary["figure"]).resolve(), readme.resolve().parent)
-        lines += ["", f"![part accuracy per method and task]({Path(figure).as_posix()})", "",
-                  f"Per-seed reports and `summary.json`: `{_show(Path(out))}/`."]
+        lines += ["", f"![part accuracy per method and task]({Path(figure).as_posix()})"]
+        for name, caption in (summary.get("grids") or {}).items():
+            grid = os.path.relpath((Path(out) / name).resolve(), readme.resolve().parent)
+            lines += ["", f"![{caption}]({Path(grid).as_posix()})"]
+        lines += ["", f"Per-seed reports and `summary.json`: `{_show(Path(out))}/`."]
     return "\n".join(lines)
 
 
@@ -604,6 +607,26 @@ def update_readme(readme: str | Path, table: int, summary: dict, out: str | Path
 
 
 # -- qualitative grid (Fig. 7/9/12/13) ----------------------------------------------------------
+def write_grids(summary: dict, pipes: dict[str, Any], out: Path, num_prompts: int, seed: int = 0) -> dict[str, str]:
+    """One sample grid per column (``samples_<column>.png`` in ``out``: the first
+    ``num_prompts`` prompts of ``seed``, one image per method), recorded in ``summary["grids"]``
+    as ``{file: caption}``. Rows that were not trained or cannot do a task say so in their cells."""
+    from armani.evaluation.prompts import default_prompts
+
+    rows = summary["methods"]
+    labels = {r["name"]: r["label"] for r in rows}
+    reasons = {r["name"]: r.get("reason") or NOT_TRAINED for r in rows}
+    shown = {r["name"]: pipes.get(r["name"]) for r in rows}
+    grids = {}
+    for col in (Column(**c) for c in summary["columns"]):
+        prompts = default_prompts(num_prompts, col.split, seed=seed)
+        fig = sample_grid(shown, prompts, task=col.task, seed=seed, labels=labels, reasons=reasons)
+        name = f"samples_{col.slug}.png"
+        fig.savefig(out / name, dpi=100, bbox_inches="tight")
+        grids[name] = f"samples: {col.label}, seed {seed}"
+    summary["grids"] = grids
+    return grids
+
 def sample_grid(pipes: dict[str, Any], prompts: list[dict], task: str = "text", seed: int = 0,
                 labels: dict[str, str] | None = None, reasons: dict[str, str] | None = None):
     """Same prompts for every method: one column per prompt, one row per method (plus a first
@@ -745,6 +768,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="reuse per-seed reports already in --out with the "
                                                          "same settings")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--grid", type=int, default=6, metavar="N",
+                   help="also draw a sample grid per column from the first N prompts of seed 0 (0: none)")
     return p.parse_args(argv)
 
 
@@ -764,8 +789,12 @@ def main(argv: list[str] | None = None) -> int:
                             samples_per_prompt=args.samples_per_prompt, classifier=args.classifier,
                             judge=args.judge, inception=args.inception, clip_weights=args.clip_weights,
                             clip_model=args.clip_model, columns=tuple(args.columns))
-        summary = run_table(methods, opts, out=out, table=args.table, command=command, resume=args.resume,
-                            progress=not args.no_progress)
+        pipes = load_methods(methods)  # once, for the evaluations and the grids
+        summary = run_table(methods, opts, out=out, pipes=pipes, table=args.table, command=command,
+                            resume=args.resume, progress=not args.no_progress)
+        if args.grid > 0:
+            write_grids(summary, pipes, out, args.grid)
+            (out / "summary.json").write_text(json.dumps(summary, indent=2))
     except (FileNotFoundError, ValueError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -235,6 +235,11 @@ def test_compare_one_image_per_method(client, files):
     # With a sketch the methods that take one use it.
     gallery, table, _ = client.predict(PROMPT, handle_file(str(files["garment"])), None, 5, api_name="/compare")
     assert len(gallery) == 2 and all(r[3] != "failed" for r in table["data"])
+    # The methods box picks a subset; ticking none is a clear error.
+    gallery, table, _ = client.predict(PROMPT, None, None, 5, ["twin"], api_name="/compare")
+    assert [r[0] for r in table["data"]] == ["twin"] and len(gallery) == 1
+    with pytest.raises(AppError, match="at least one method"):
+        client.predict(PROMPT, None, None, 5, [], api_name="/compare")
 
 
 def test_parts_and_edit_part(client, files, tiny_pipeline):

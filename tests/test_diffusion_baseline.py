@@ -164,6 +164,35 @@ def test_save_load_roundtrip_gives_identical_images(pipe, tmp_path):
         DiffusionBaselinePipeline.from_run(tmp_path)
 
 
+def test_cli_ships_a_diffusion_run_in_bf16(diffusion_run, pipe, tmp_path):
+    """`python -m armani.pipeline --run RUN --storage-dtype bfloat16` on a diffusion-only run:
+    a baseline folder half the size that loads as float32 with the bf16-rounded weights."""
+    from safetensors.torch import load_file
+
+    from armani.pipeline import main
+
+    only = tmp_path / "run"  # the diffusion run without its ARMANI stages: what --stage diffusion leaves
+    only.mkdir()
+    for name in ("config.yaml", "tokenizer", "maskclip", "diffusion"):
+        src = diffusion_run / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, only / name)
+    out = tmp_path / "shipped"
+    assert main(["--run", str(only), "--out", str(out), "--name", "diffusion", "--storage-dtype", "bfloat16"]) == 0
+    stored = load_file(str(out / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert {t.dtype for t in stored.values()} == {torch.bfloat16}
+    assert {t.dtype for t in load_file(str(out / "text_encoder" / "model.safetensors")).values()} == {torch.bfloat16}
+    assert "diffusion baseline UNet" in (out / "README.md").read_text()
+    assert (out / "unet" / "training_report.json").is_file()  # the stage's measurements travel with it
+    again = DiffusionBaselinePipeline.from_pretrained(out)
+    assert again.settings.name == "diffusion"
+    for key, value in pipe.model.unet.state_dict().items():
+        loaded = again.model.unet.state_dict()[key]
+        assert loaded.dtype == torch.float32
+        assert torch.equal(loaded, value.to(torch.bfloat16).float()), key
+    out_images = again(text="red t-shirt with a pocket", num_images=1, seed=0, num_inference_steps=2)
+    assert out_images.images[0].size == (pipe.image_size, pipe.image_size)
+
+
 # -- the model alone ----------------------------------------------------------------------
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
 def test_loss_is_zero_for_the_exact_target(prediction_type, monkeypatch):

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -66,7 +67,7 @@ def table_run(tiny_run, classifier, tmp_path_factory):
     readme.write_text(README)
     argv = ["--table", "2", "--methods", f"armani={tiny_run}", f"no_sem2={tiny_run}", "--checkpoints", str(empty),
             "--num-prompts", "2", "--samples-per-prompt", "1", "--seeds", *map(str, SEEDS),
-            "--classifier", str(classifier), "--out", str(out), "--readme", str(readme), "--no-progress"]
+            "--classifier", str(classifier), "--out", str(out), "--readme", str(readme), "--no-progress", "--grid", "2"]
     loads = []
     real_load = armani.evaluation.load_any_pipeline
 
@@ -138,6 +139,9 @@ def test_summary_has_mean_and_std_per_metric_and_column(table_run):
         assert rows[name]["status"] == tables.NOT_TRAINED and rows[name]["columns"] == {}
         assert f"checkpoints/{name}" in rows[name]["reason"] or name in rows[name]["reason"]
     assert (out / "part_accuracy.png").stat().st_size > 5000
+    assert set(summary["grids"]) == {f"samples_{k.replace('+', '_')}.png" for k in COLUMN_KEYS}
+    for name in summary["grids"]:
+        assert Image.open(out / name).size[0] > 200
 
 
 def test_readme_block_is_rewritten_and_nothing_else(table_run):
@@ -153,6 +157,9 @@ def test_readme_block_is_rewritten_and_nothing_else(table_run):
     assert block.count("| w/o MaskCLIP fusion | *not trained yet* |") == 4  # once per task
     assert block.count("| ARMANI | ") == 4 and "| held-out combos (text) | ARMANI |" in block
     assert " ± " in block and "part_accuracy.png" in block
+    # A sample grid per column, drawn with the same loaded pipelines, linked under the table.
+    for slug in ("text", "text_sketch", "text_partial", "heldout"):
+        assert f"results/samples_{slug}.png" in block or f"samples_{slug}.png)" in block, slug
 
 
 def test_resume_reuses_the_stored_reports(table_run, tiny_run, tiny_pipeline, classifier, tmp_path):

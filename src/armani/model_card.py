@@ -30,6 +30,7 @@ KEY_METRICS = {
     "sketch_tokenizer": ("psnr", "codebook_usage", "perplexity"),
     "partial_tokenizer": ("psnr", "codebook_usage", "perplexity"),
     "transformer": ("ce", "accuracy"),
+    "diffusion": ("loss",),
 }
 
 

@@ -129,10 +129,7 @@ class ArmaniPipeline:
         ``storage_dtype='bfloat16'`` stores floating-point weights in bf16 (half the bytes;
         they are cast back to float32 on loading; the sampler computes in bf16 anyway).
         """
-        from safetensors.torch import load_file, save_file
-
-        if storage_dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"storage_dtype must be 'float32' or 'bfloat16', got {storage_dtype!r}")
+        check_storage_dtype(storage_dtype)
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.tokenizer.save_pretrained(path / "tokenizer")
@@ -148,9 +145,7 @@ class ArmaniPipeline:
                     shared[name] = os.path.relpath(other.resolve(), path.resolve())
                     continue
             if storage_dtype == "bfloat16":
-                tensors = {k: (v.to(torch.bfloat16) if v.is_floating_point() else v).contiguous()
-                           for k, v in load_file(str(weights)).items()}
-                save_file(tensors, str(weights))
+                store_weights_in_bf16(weights)
         meta = {"format": "armani-pipeline", "version": 1, "components": list(self.modules()),
                 "settings": asdict(self.settings)}
         if shared:
@@ -478,6 +473,21 @@ def _as_pil(x) -> Image.Image:
     return Image.fromarray(np.asarray(x))
 
 
+def check_storage_dtype(storage_dtype: str) -> None:
+    if storage_dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"storage_dtype must be 'float32' or 'bfloat16', got {storage_dtype!r}")
+
+
+def store_weights_in_bf16(weights: Path) -> None:
+    """Rewrite a safetensors file with its floating-point tensors in bf16 (half the bytes).
+    Loaders cast them back to float32: ``load_state_dict`` copies into float32 parameters."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = {k: (v.to(torch.bfloat16) if v.is_floating_point() else v).contiguous()
+               for k, v in load_file(str(weights)).items()}
+    save_file(tensors, str(weights))
+
+
 def _same_component(a: Path, b: Path) -> bool:
     """Two saved components with the same config and bit-identical weights."""
     from safetensors.torch import load_file
@@ -538,13 +548,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--storage-dtype", default="float32", choices=("float32", "bfloat16"),
                     help="dtype of the stored weights (bfloat16: half the size)")
     args = ap.parse_args(argv)
+    diffusion = False
     if args.run:
         named = {k: v for k, v in (("name", args.name), ("description", args.description)) if v}
-        pipe = ArmaniPipeline.from_run(args.run, **named)
+        run = Path(args.run)
+        # A run that trained only the diffusion baseline (`--stage diffusion`) assembles into
+        # that baseline's pipeline; its text tower comes from the run's MaskCLIP.
+        diffusion = (run / "diffusion" / "final" / "DONE").is_file() and not (run / "transformer" / "final").is_dir()
+        if diffusion:
+            from armani.baselines.diffusion import DiffusionBaselinePipeline
+
+            pipe = DiffusionBaselinePipeline.from_run(run, **named)
+        else:
+            pipe = ArmaniPipeline.from_run(run, **named)
     else:
         pipe = ArmaniPipeline.from_pretrained(args.checkpoint)
     if args.out:
-        pipe.save_pretrained(args.out, share_with=args.share_with, storage_dtype=args.storage_dtype)
+        if diffusion:
+            pipe.save_pretrained(args.out, storage_dtype=args.storage_dtype)  # nothing to share: all its own
+        else:
+            pipe.save_pretrained(args.out, share_with=args.share_with, storage_dtype=args.storage_dtype)
         if args.run:
             from armani.model_card import model_card
 
@@ -553,10 +576,11 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copy(Path(args.run) / "config.yaml", Path(args.out) / "run_config.yaml")
             # Each component keeps its stage's training report, so the checkpoint can seed a
             # later run (`train.py --reuse CHECKPOINT`) and that run's model card stays whole.
-            for name in pipe.modules():
+            kept = {"diffusion": "unet"} if diffusion else {name: name for name in pipe.modules()}
+            for name, folder in kept.items():
                 report = Path(args.run) / name / "final" / "training_report.json"
-                if report.is_file() and (Path(args.out) / name).is_dir():
-                    shutil.copy(report, Path(args.out) / name / "training_report.json")
+                if report.is_file() and (Path(args.out) / folder).is_dir():
+                    shutil.copy(report, Path(args.out) / folder / "training_report.json")
         print(f"saved {args.out}")
     if args.prompt:
         rows = []

@@ -50,7 +50,14 @@ from torch import nn
 
 from armani.data.images import tensor_to_pil
 from armani.models.maskclip import MaskCLIP, MaskCLIPConfig, load_checkpoint, save_checkpoint
-from armani.pipeline import MAX_IMAGES, ArmaniPipeline, PipelineInputError, PipelineOutput
+from armani.pipeline import (
+    MAX_IMAGES,
+    ArmaniPipeline,
+    PipelineInputError,
+    PipelineOutput,
+    check_storage_dtype,
+    store_weights_in_bf16,
+)
 from armani.text import GarmentTokenizer
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -119,8 +126,9 @@ def diffusion_config_for(cfg: "ArmaniConfig") -> DiffusionBaselineConfig:
 
 def diffusion_optim_for(cfg: "ArmaniConfig") -> "OptimConfig":
     """``cfg.train.diffusion`` when the config tree has one, else this stage's budget for the
-    preset: batch 16 and a step count that fits ~40 minutes of a 2-core CPU (bf16; measured
-    5.2-5.8 s per step beside another training job) by default, six steps for a tiny run."""
+    preset: batch 16 and 1,600 steps by default, about 40 minutes of a quiet 2-core CPU (bf16,
+    1.5 s per step measured), the wall time ARMANI's own phase 2 spends on its codebook and
+    transformer together; six steps for a tiny run."""
     from armani.training.engine import OptimConfig
 
     own = getattr(cfg.train, "diffusion", None)
@@ -129,8 +137,8 @@ def diffusion_optim_for(cfg: "ArmaniConfig") -> "OptimConfig":
     if _is_tiny(cfg):
         return OptimConfig(batch_size=8, lr=1e-3, warmup_steps=2, max_steps=6, log_every=2, eval_every=0,
                            checkpoint_every=3)
-    return OptimConfig(batch_size=16, lr=5e-4, warmup_steps=40, max_steps=400, log_every=10, eval_every=200,
-                       checkpoint_every=100)
+    return OptimConfig(batch_size=16, lr=5e-4, warmup_steps=80, max_steps=1600, log_every=10, eval_every=400,
+                       checkpoint_every=200)
 
 
 def _is_tiny(cfg) -> bool:
@@ -274,7 +282,9 @@ class DiffusionBaseline(nn.Module):
             config = DiffusionBaselineConfig(**json.loads(file.read_text()))
         except (json.JSONDecodeError, TypeError) as err:
             raise ValueError(f"{file} is not a valid DiffusionBaselineConfig: {err}") from err
-        unet = UNet2DConditionModel.from_pretrained(path / "unet", use_safetensors=True)
+        # float32 parameters whatever the stored dtype (a shipped UNet is stored in bf16);
+        # sampling casts under autocast as the settings say.
+        unet = UNet2DConditionModel.from_pretrained(path / "unet", use_safetensors=True, torch_dtype=torch.float32)
         scheduler = DDPMScheduler.from_pretrained(path / "scheduler")
         return cls(config, unet=unet, noise_scheduler=scheduler)
 
@@ -319,12 +329,20 @@ class DiffusionBaselinePipeline:
             raise ValueError("mismatched diffusion pipeline components: " + "; ".join(problems))
 
     # -- persistence ------------------------------------------------------------------------
-    def save_pretrained(self, path: str | Path) -> None:
+    def save_pretrained(self, path: str | Path, storage_dtype: str = "float32") -> None:
+        """``storage_dtype='bfloat16'`` stores the UNet's and the text tower's weights in bf16
+        (half the bytes, as the shipped baselines are); they load back as float32."""
+        check_storage_dtype(storage_dtype)
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.tokenizer.save_pretrained(path / "tokenizer")
         self.text_encoder.save_pretrained(path / "text_encoder")
         self.model.save_pretrained(path)
+        if storage_dtype == "bfloat16":
+            for weights in (path / "text_encoder").glob("*.safetensors"):
+                store_weights_in_bf16(weights)
+            for weights in (path / "unet").glob("*.safetensors"):
+                store_weights_in_bf16(weights)
         meta = {"format": FORMAT, "version": 1, "settings": asdict(self.settings)}
         (path / "pipeline.json").write_text(json.dumps(meta, indent=2))
 
