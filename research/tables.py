@@ -309,7 +309,28 @@ def _reusable(path: Path, cfg) -> dict | None:
         return None
     stored = report.get("config") or {}
     want = asdict(cfg)
-    return report if all(stored.get(k) == want[k] for k in _SAME_RUN_KEYS) else None
+    return report if all(_same_setting(k, stored.get(k), want[k]) for k in _SAME_RUN_KEYS) else None
+
+
+_PATH_KEYS = ("checkpoint", "classifier", "judge")
+
+
+def _same_setting(key: str, stored, wanted) -> bool:
+    """Equal settings; folders count as equal when they are the same folder (reports store them
+    relative to the repository, a run may name them absolutely or from another directory)."""
+    if key in _PATH_KEYS and stored is not None and wanted is not None:
+        return (ROOT / stored).resolve() == Path(wanted).resolve()
+    return stored == wanted
+
+
+def _portable(report: dict) -> dict:
+    """The report with its folders written relative to the repository when they are inside it,
+    so committed reports name no machine's paths and resume anywhere."""
+    for where in (report, report.get("config") or {}):
+        for key in _PATH_KEYS:
+            if isinstance(where.get(key), str):
+                where[key] = _show(Path(where[key]))
+    return report
 
 
 def run_table(methods: list[Method], opts: TableOptions, out: str | Path | None = None,
@@ -365,7 +386,7 @@ def run_table(methods: list[Method], opts: TableOptions, out: str | Path | None 
                     path = out / m.name / col.slug / f"seed{seed}.json" if out is not None else None
                     report = _reusable(path, cfg) if (resume and path is not None) else None
                     if report is None:
-                        report = evaluate_fn(cfg, pipe=pipe)
+                        report = _portable(evaluate_fn(cfg, pipe=pipe))
                         if path is not None:
                             path.parent.mkdir(parents=True, exist_ok=True)
                             path.write_text(json.dumps(report, indent=2))
@@ -620,15 +641,17 @@ def write_grids(summary: dict, pipes: dict[str, Any], out: Path, num_prompts: in
     grids = {}
     for col in (Column(**c) for c in summary["columns"]):
         prompts = default_prompts(num_prompts, col.split, seed=seed)
-        fig = sample_grid(shown, prompts, task=col.task, seed=seed, labels=labels, reasons=reasons)
+        fig = sample_grid(shown, prompts, task=col.task, seed=seed, labels=labels, reasons=reasons,
+                          title=f"{col.label}: the first {num_prompts} prompts of seed {seed}")
         name = f"samples_{col.slug}.png"
-        fig.savefig(out / name, dpi=100, bbox_inches="tight")
+        fig.savefig(out / name, dpi=72, bbox_inches="tight")  # ~250 KB each: committed beside the tables
         grids[name] = f"samples: {col.label}, seed {seed}"
     summary["grids"] = grids
     return grids
 
 def sample_grid(pipes: dict[str, Any], prompts: list[dict], task: str = "text", seed: int = 0,
-                labels: dict[str, str] | None = None, reasons: dict[str, str] | None = None):
+                labels: dict[str, str] | None = None, reasons: dict[str, str] | None = None,
+                title: str | None = None):
     """Same prompts for every method: one column per prompt, one row per method (plus a first
     row with the control image for the sketch / partial tasks). Each image is the first sample
     ``armani.evaluate`` draws for that prompt and seed. Returns a matplotlib figure."""
@@ -676,7 +699,7 @@ def sample_grid(pipes: dict[str, Any], prompts: list[dict], task: str = "text", 
     for r, name in enumerate(names):
         axes[r + int(control_row), 0].set_ylabel(textwrap.fill(labels.get(name, METHOD_LABELS.get(name, name)), 16),
                                                  fontsize=7)
-    fig.suptitle(f"task: {task}, seed {seed}", fontsize=8)
+    fig.suptitle(title or f"task: {task}, seed {seed}", fontsize=8)
     fig.tight_layout()
     return fig
 

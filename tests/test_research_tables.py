@@ -272,3 +272,26 @@ def test_the_committed_readme_has_both_blocks():
     for table in (1, 2):
         start, end = tables.markers(table)
         assert text.count(start) == 1 and text.count(end) == 1 and text.index(start) < text.index(end)
+
+
+def test_sampling_sweep_runs_each_setting_on_the_same_prompts(tiny_run, classifier, tmp_path, capsys):
+    from research import sampling_sweep
+
+    assert sampling_sweep.parse_setting("top_k=20,temperature=0.5,top_p=none") == {
+        "top_k": 20, "temperature": 0.5, "top_p": None}
+    with pytest.raises(ValueError, match="key=value"):
+        sampling_sweep.parse_setting("topk=3")
+    out = tmp_path / "sweep.json"
+    argv = ["--checkpoint", str(tiny_run), "--setting", "top_k=100", "--setting", "temperature=0.3,top_k=2",
+            "--columns", "text", "--seeds", "0", "1", "--num-prompts", "2", "--samples-per-prompt", "1",
+            "--classifier", str(classifier), "--out", str(out)]
+    assert sampling_sweep.main(argv) == 0
+    result = json.loads(out.read_text())
+    assert [r["setting"] for r in result["rows"]] == [{"top_k": 100}, {"temperature": 0.3, "top_k": 2}]
+    for row in result["rows"]:
+        assert row["column"] == "text" and row["metrics"]["maskclip_score"]["n"] == 2
+    # Different sampling, different images: the MaskCLIP scores of the two settings differ.
+    a, b = (r["metrics"]["maskclip_score"]["values"] for r in result["rows"])
+    assert a != b
+    assert "| top_k=100 | text |" in capsys.readouterr().out
+    assert sampling_sweep.main(["--checkpoint", str(tiny_run), "--setting", "nope=1"]) == 2
