@@ -399,7 +399,9 @@ class Handlers:
         notes = []
         for name, value in (("sketch", sketch), ("partial", partial)):
             if value is not None:
-                if name in accepts:
+                # Whether the method reads this control: its tokenizer for it (the diffusion
+                # baseline's __call__ has the parameter only to refuse it clearly).
+                if name in accepts and getattr(method.pipeline, f"{name}_tokenizer", None) is not None:
                     kwargs[name] = value.image
                 else:
                     notes.append(f"takes no {name}: text only")

@@ -68,9 +68,23 @@ def files(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def baselines(tiny_pipeline, tmp_path_factory) -> Path:
-    """A checkpoints folder with a copy of the tiny model ("twin") and one of unknown format."""
+    """A checkpoints folder with a copy of the tiny model ("twin"), an (untrained) text-only
+    diffusion baseline on its text tower, and one of unknown format."""
+    from armani.baselines.diffusion import (
+        DiffusionBaseline,
+        DiffusionBaselinePipeline,
+        DiffusionSettings,
+        TextTower,
+        tiny_diffusion_config,
+    )
+
     d = tmp_path_factory.mktemp("checkpoints")
     tiny_pipeline.save_pretrained(d / "twin")
+    tower = TextTower.from_maskclip(tiny_pipeline.maskclip)
+    config = tiny_diffusion_config(tiny_pipeline.image_size)
+    config.cross_attention_dim = tower.width
+    DiffusionBaselinePipeline(tiny_pipeline.tokenizer, tower, DiffusionBaseline(config),
+                              DiffusionSettings(num_inference_steps=2)).save_pretrained(d / "diffusion")
     (d / "mystery").mkdir()
     (d / "mystery" / "pipeline.json").write_text(json.dumps({"format": "some-other-model"}))
     (d / "not-a-model").mkdir()  # no pipeline.json: ignored
@@ -225,16 +239,18 @@ def test_heatmaps_one_per_word(client, files, tiny_pipeline):
 def test_compare_one_image_per_method(client, files):
     gallery, table, status = client.predict(PROMPT, None, None, 5, api_name="/compare")
     rows = table["data"]
-    assert [r[0] for r in rows] == ["ARMANI", "twin"]  # the unknown format is skipped, the folder without a file ignored
-    assert len(gallery) == 2
-    a, b = _images(gallery)
+    # the unknown format is skipped, the folder without a file ignored
+    assert [r[0] for r in rows] == ["ARMANI", "diffusion", "twin"]
+    assert len(gallery) == 3
+    a, _, b = _images(gallery)
     assert np.array_equal(a, b)  # the twin is the same model: same seed, same garment, same score
-    assert rows[0][2] == rows[1][2] and -1 <= rows[0][2] <= 1
+    assert rows[0][2] == rows[2][2] and -1 <= rows[0][2] <= 1
     assert all(r[1] > 0 for r in rows)
     assert "mystery" in status and "unknown pipeline format" in status
-    # With a sketch the methods that take one use it.
+    # With a sketch the methods that take one use it; the text-only one says it used the text alone.
     gallery, table, _ = client.predict(PROMPT, handle_file(str(files["garment"])), None, 5, api_name="/compare")
-    assert len(gallery) == 2 and all(r[3] != "failed" for r in table["data"])
+    assert len(gallery) == 3 and all(r[3] != "failed" for r in table["data"])
+    assert "takes no sketch: text only" in table["data"][1][4]
     # The methods box picks a subset; ticking none is a clear error.
     gallery, table, _ = client.predict(PROMPT, None, None, 5, ["twin"], api_name="/compare")
     assert [r[0] for r in table["data"]] == ["twin"] and len(gallery) == 1
