@@ -9,11 +9,14 @@
 # embeddings start fresh), and gets exactly that phase with its own switches
 # (armani.config.VARIANTS). Segmenter, MaskCLIP and the sketch/partial tokenizers are the
 # shipped ones (--reuse). So the rows differ only in what the paper's tables vary, at a
-# budget this CPU affords; none is trained from scratch.
+# budget this CPU affords. The exception is the diffusion row: a pixel UNet has nothing to
+# inherit, so it is trained from scratch for about the wall time of that phase (1,600 steps,
+# ~40 min) on the shipped MaskCLIP's frozen text tower.
 #
 #   bash research/train_baselines.sh [dalle no_sem2 m6 no_sem1 no_fusion diffusion]
 #   then: python -m armani.pipeline --run runs/<name> --out checkpoints/<name> --name <name> \
 #             --share-with checkpoints/armani --storage-dtype bfloat16
+#   (for runs/diffusion the same command writes the diffusion pipeline; nothing is shared)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -28,7 +31,7 @@ TR="train.transformer.init_from=runs/c1/transformer train.transformer.warmup_ste
 # --resume: a killed run continues from its last checkpoint; finished stages are skipped (--reuse)
 common() { $PY src/armani/train.py --config default --variant "$1" --output "runs/$1" --reuse checkpoints/armani --resume "${@:2}"; }
 rows=("$@")
-[ ${#rows[@]} -eq 0 ] && rows=(dalle no_sem2 m6 no_sem1 no_fusion)
+[ ${#rows[@]} -eq 0 ] && rows=(dalle no_sem2 m6 no_sem1 no_fusion diffusion)
 for name in "${rows[@]}"; do
   case $name in
     dalle)     common dalle --stage vqgan,transformer train.vqgan.init_from=runs/c1/vqgan train.vqgan.init_strict=false $VQ $TR ;;
