@@ -72,10 +72,20 @@ def reproduce_lines(cfg: ArmaniConfig, reports: dict[str, dict]) -> list[str]:
     return lines
 
 
-def model_card(run_dir: Path, name: str, description: str, extra: str = "") -> str:
+# The stages a diffusion-baseline checkpoint is made of: its UNet and the MaskCLIP whose text
+# tower it reads (a run that trained it may have reused other stages it does not use).
+DIFFUSION_STAGES = ("maskclip", "diffusion")
+
+
+def model_card(run_dir: Path, name: str, description: str, extra: str = "",
+               stages: tuple[str, ...] | None = None) -> str:
+    """``stages``: only these stages' reports (None: every stage the run has)."""
     run_dir = Path(run_dir)
     cfg: ArmaniConfig = load_config(str(run_dir / "config.yaml"))
     reports = stage_reports(run_dir)
+    if stages is not None:
+        reports = {k: v for k, v in reports.items() if k in stages}
+    diffusion = "diffusion" in reports and "transformer" not in reports
     lines = [
         f"# {name}",
         "",
@@ -98,6 +108,10 @@ def model_card(run_dir: Path, name: str, description: str, extra: str = "") -> s
     total = 0.0
     for stage, rep in reports.items():
         optim = getattr(cfg.train, stage, None)
+        if optim is None and stage == "diffusion":
+            from armani.baselines.diffusion import diffusion_optim_for
+
+            optim = diffusion_optim_for(cfg)
         batch = getattr(optim, "batch_size", "")
         metrics = rep.get("metrics", {})
         shown = ", ".join(f"{k}={_fmt(metrics[k])}" for k in KEY_METRICS.get(stage, ()) if k in metrics)
@@ -107,13 +121,13 @@ def model_card(run_dir: Path, name: str, description: str, extra: str = "") -> s
             f"{rep['train_seconds'] / 60:.1f} min | {rep['samples_per_second']} | {rep['mixed_precision']} on "
             f"{rep['device']} x{rep['num_processes']} | {shown} |"
         )
+    perceptual = ("" if diffusion else
+                  f" Perceptual loss of the image codebook: `{cfg.vqgan.perceptual}`"
+                  + (" (distances between the frozen, trained segmenter's feature maps: no VGG/LPIPS weights "
+                     "were available offline)" if cfg.vqgan.perceptual == "segmenter" else "") + ".")
     lines += [
         "",
-        f"Total training time: {total / 60:.0f} min. Perceptual loss of the image codebook: "
-        f"`{cfg.vqgan.perceptual}`"
-        + (" (distances between the frozen, trained segmenter's feature maps: no VGG/LPIPS weights "
-           "were available offline)" if cfg.vqgan.perceptual == "segmenter" else "")
-        + ".",
+        f"Total training time: {total / 60:.0f} min.{perceptual}",
         "",
         "## Reproduce",
         "",
@@ -121,6 +135,7 @@ def model_card(run_dir: Path, name: str, description: str, extra: str = "") -> s
         "",
         "## Config",
         "",
+        _diffusion_sizes(cfg) if diffusion else
         "The full resolved config is `run_config.yaml` beside this card. Key sizes: "
         f"image codebook {cfg.vqgan.codebook_size} codes x {cfg.vqgan.code_dim} dims "
         f"({cfg.vqgan.quantizer}, fusion={'on' if cfg.vqgan.fusion else 'off'}, "
@@ -133,3 +148,16 @@ def model_card(run_dir: Path, name: str, description: str, extra: str = "") -> s
     if extra:
         lines += ["", extra]
     return "\n".join(lines) + "\n"
+
+
+def _diffusion_sizes(cfg: ArmaniConfig) -> str:
+    from armani.baselines.diffusion import diffusion_config_for
+
+    d = diffusion_config_for(cfg)
+    attention = [f"{d.image_size // 2 ** i}x{d.image_size // 2 ** i}" for i, on in enumerate(d.attention_levels) if on]
+    return ("The full resolved config is `run_config.yaml` beside this card, the UNet's own in "
+            f"`diffusion_config.json`. Key sizes: pixel-space UNet at {d.image_size} px, channels "
+            f"{'/'.join(map(str, d.block_out_channels))}, {d.layers_per_block} layer(s) per block, "
+            f"cross-attention at {', '.join(attention) or 'no level'}, {d.num_train_timesteps}-step "
+            f"{d.beta_schedule} schedule ({d.prediction_type}); the text tower of MaskCLIP "
+            f"({cfg.maskclip.text_layers}x{cfg.maskclip.text_width}), frozen.")

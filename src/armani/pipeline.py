@@ -571,7 +571,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.run:
             from armani.model_card import model_card
 
-            card = model_card(Path(args.run), pipe.settings.name, pipe.settings.description)
+            from armani.model_card import DIFFUSION_STAGES
+
+            card = model_card(Path(args.run), pipe.settings.name, pipe.settings.description,
+                              stages=DIFFUSION_STAGES if diffusion else None)
             (Path(args.out) / "README.md").write_text(card)
             shutil.copy(Path(args.run) / "config.yaml", Path(args.out) / "run_config.yaml")
             # Each component keeps its stage's training report, so the checkpoint can seed a
