@@ -31,10 +31,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--calls", type=int, default=10)
     ap.add_argument("--num-images", type=int, default=4)
     ap.add_argument("--threads", type=int, default=None, help="OMP threads of the app (default: all cores)")
+    ap.add_argument("--with-baselines", action="store_true",
+                    help="load every baseline in checkpoints/ as the Space does (start time and memory with them); "
+                         "default: ARMANI alone")
     args = ap.parse_args(argv)
     from gradio_client import Client
 
-    app_args = ["--baselines-dir", "none"] + (["--checkpoint", args.checkpoint] if args.checkpoint else [])
+    app_args = ([] if args.with_baselines else ["--baselines-dir", "none"]) + (
+        ["--checkpoint", args.checkpoint] if args.checkpoint else [])
     with running_app(app_args, threads=args.threads) as app:
         client = Client(app.url, verbose=False, httpx_kwargs={"timeout": 300})
         seconds, server = [], []
@@ -59,8 +63,16 @@ def main(argv: list[str] | None = None) -> dict:
                     seen = time.perf_counter() - start
             final.append(time.perf_counter() - start)
             first_preview.append(seen if seen is not None else float("nan"))
+        compare = {}
+        if args.with_baselines:  # one garment per method, every method ticked (the tab's default)
+            start = time.perf_counter()
+            _, table, _ = client.predict(EXAMPLE_PROMPTS[0], None, None, 0, api_name="/compare")
+            compare = {"compare_methods": [row[0] for row in table["data"]],
+                       "compare_seconds": round(time.perf_counter() - start, 3),
+                       "compare_per_method_seconds": {row[0]: row[1] for row in table["data"]}}
         report = {
             "checkpoint": args.checkpoint or "checkpoints/armani",
+            "baselines": args.with_baselines,
             "start_seconds": round(app.start_seconds, 2),
             "rss_mib": round(app.rss_bytes() / 2**20, 1),
             "num_images": args.num_images,
@@ -70,6 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
             "server_side_p50_seconds": round(statistics.median(server), 3),
             "stream_first_preview_p50_seconds": round(statistics.median(first_preview), 3),
             "stream_final_p50_seconds": round(statistics.median(final), 3),
+            **compare,
         }
     print(json.dumps(report, indent=2))
     return report
