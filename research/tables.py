@@ -68,6 +68,7 @@ METHOD_LABELS: dict[str, str] = {
     "no_fusion": "w/o MaskCLIP fusion",
     "no_sem1": "w/o semantic loss, stage 1",
     "no_sem2": "w/o semantic loss, stage 2",
+    "armani_nar": "ARMANI, bidirectional (mask-predict)",
 }
 TABLES: dict[int, tuple[str, ...]] = {
     1: ("armani", "dalle", "m6", "diffusion"),

@@ -40,6 +40,14 @@ for name in "${rows[@]}"; do
                  train.transformer.init_strict=false ;;
     no_sem1)   common no_sem1 --stage vqgan,transformer train.vqgan.init_from=runs/c1/vqgan $VQ $TR ;;
     no_fusion) common no_fusion --stage vqgan,transformer train.vqgan.init_from=runs/c1/vqgan train.vqgan.init_strict=false $VQ $TR ;;
+    armani_nar)  # ARMANI's codebook (reused), a bidirectional transformer; its image tokens are
+                 # exactly no_sem2's (same codebook, same data), so that cache is copied, not recomputed
+               mkdir -p runs/armani_nar/transformer
+               for f in runs/no_sem2/transformer/tokens-{train,val}.safetensors; do
+                 [ -f "$f" ] && [ ! -f "runs/armani_nar/transformer/$(basename "$f")" ] && cp "$f" runs/armani_nar/transformer/
+               done
+               common armani_nar --stage transformer train.vqgan.init_from=checkpoints/armani/vqgan $VQ $TR \
+                 train.transformer.init_strict=false ;;
     diffusion) $PY src/armani/train.py --config default --stage diffusion --output runs/diffusion --reuse checkpoints/armani --resume ;;
     *) echo "unknown row $name" >&2; exit 2 ;;
   esac

@@ -221,6 +221,10 @@ VARIANTS: dict[str, dict] = {
     "m6": {"vqgan": {"fusion": False, "semantic_loss": False, "quantizer": "pq", "pq_groups": 4,
                      "codebook_size": 256},
            "transformer": {"causal": False, "semantic_loss": False}},
+    # Analysis row (not in the paper): ARMANI with the M6 row's bidirectional mask-predict
+    # transformer, everything else ARMANI's; separates "direction of generation" from
+    # "codebook" in the M6 row's lead in Table 1 (research/README.md).
+    "armani_nar": {"transformer": {"causal": False}},
 }
 
 # Which config sections each stage's result depends on (its own and its inputs').
