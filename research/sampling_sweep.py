@@ -26,8 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from research.tables import COLUMNS, _portable, stats  # noqa: E402
+from research.tables import COLUMNS, METRIC_BY_KEY, _portable, _show, stats  # noqa: E402
 
+# (report key of research.tables.METRICS, column label)
 METRICS = (("fid", "FID ↓"), ("is.mean", "IS ↑"), ("maskclip_score", "MaskCLIP ↑"), ("part_accuracy", "part acc. ↑"))
 
 
@@ -52,12 +53,6 @@ def parse_setting(text: str) -> dict:
         else:
             out[key] = value.strip()
     return out
-
-
-def _dig(report: dict, dotted: str):
-    for part in dotted.split("."):
-        report = report[part]
-    return report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                 reports.append(_portable(evaluate(cfg, pipe=pipe)))
                 bar.update(1)
             rows.append({"setting": setting, "column": col.key,
-                         "metrics": {m: stats([_dig(r, m) for r in reports]) for m, _ in METRICS},
-                         "seconds_per_image": stats([r["seconds_per_image"] for r in reports])})
+                         "metrics": {m: stats([METRIC_BY_KEY[m].read(r) for r in reports]) for m, _ in METRICS},
+                         "seconds_per_image": stats([METRIC_BY_KEY["seconds_per_image"].read(r) for r in reports])})
     bar.close()
     header = "| setting | column | " + " | ".join(label for _, label in METRICS) + " | s/image |"
     lines = [header, "|" + "---|" * (len(METRICS) + 3)]
@@ -114,8 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                      + f" | {row['seconds_per_image']['mean']:.3f} |")
     print("\n".join(lines))
     if args.out:
-        result = {"checkpoint": Path(args.checkpoint).resolve().relative_to(ROOT).as_posix()
-                  if Path(args.checkpoint).resolve().is_relative_to(ROOT) else args.checkpoint,
+        result = {"checkpoint": _show(Path(args.checkpoint)),
                   "command": "python research/sampling_sweep.py " + " ".join(sys.argv[1:] if argv is None else argv),
                   "seeds": args.seeds, "num_prompts": args.num_prompts,
                   "samples_per_prompt": args.samples_per_prompt, "rows": rows, "markdown": "\n".join(lines)}

@@ -77,15 +77,15 @@ def reproduce_lines(cfg: ArmaniConfig, reports: dict[str, dict]) -> list[str]:
 DIFFUSION_STAGES = ("maskclip", "diffusion")
 
 
-def model_card(run_dir: Path, name: str, description: str, extra: str = "",
-               stages: tuple[str, ...] | None = None) -> str:
-    """``stages``: only these stages' reports (None: every stage the run has)."""
+def model_card(run_dir: Path, name: str, description: str, extra: str = "") -> str:
+    """The card of a pipeline assembled from ``run_dir``; for a diffusion-only run (a
+    ``diffusion`` stage, no transformer) only the stages that checkpoint is made of."""
     run_dir = Path(run_dir)
     cfg: ArmaniConfig = load_config(str(run_dir / "config.yaml"))
     reports = stage_reports(run_dir)
-    if stages is not None:
-        reports = {k: v for k, v in reports.items() if k in stages}
     diffusion = "diffusion" in reports and "transformer" not in reports
+    if diffusion:
+        reports = {k: v for k, v in reports.items() if k in DIFFUSION_STAGES}
     lines = [
         f"# {name}",
         "",
@@ -107,11 +107,12 @@ def model_card(run_dir: Path, name: str, description: str, extra: str = "",
     ]
     total = 0.0
     for stage, rep in reports.items():
-        optim = getattr(cfg.train, stage, None)
-        if optim is None and stage == "diffusion":
+        if stage == "diffusion":  # its budget may come from the preset, not cfg.train
             from armani.baselines.diffusion import diffusion_optim_for
 
             optim = diffusion_optim_for(cfg)
+        else:
+            optim = getattr(cfg.train, stage, None)
         batch = getattr(optim, "batch_size", "")
         metrics = rep.get("metrics", {})
         shown = ", ".join(f"{k}={_fmt(metrics[k])}" for k in KEY_METRICS.get(stage, ()) if k in metrics)

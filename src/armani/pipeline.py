@@ -564,17 +564,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         pipe = ArmaniPipeline.from_pretrained(args.checkpoint)
     if args.out:
-        if diffusion:
-            pipe.save_pretrained(args.out, storage_dtype=args.storage_dtype)  # nothing to share: all its own
-        else:
-            pipe.save_pretrained(args.out, share_with=args.share_with, storage_dtype=args.storage_dtype)
+        shared = {} if diffusion else {"share_with": args.share_with}  # a diffusion pipeline shares nothing
+        pipe.save_pretrained(args.out, storage_dtype=args.storage_dtype, **shared)
         if args.run:
             from armani.model_card import model_card
 
-            from armani.model_card import DIFFUSION_STAGES
-
-            card = model_card(Path(args.run), pipe.settings.name, pipe.settings.description,
-                              stages=DIFFUSION_STAGES if diffusion else None)
+            card = model_card(Path(args.run), pipe.settings.name, pipe.settings.description)
             (Path(args.out) / "README.md").write_text(card)
             shutil.copy(Path(args.run) / "config.yaml", Path(args.out) / "run_config.yaml")
             # Each component keeps its stage's training report, so the checkpoint can seed a

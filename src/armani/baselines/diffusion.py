@@ -339,9 +339,7 @@ class DiffusionBaselinePipeline:
         self.text_encoder.save_pretrained(path / "text_encoder")
         self.model.save_pretrained(path)
         if storage_dtype == "bfloat16":
-            for weights in (path / "text_encoder").glob("*.safetensors"):
-                store_weights_in_bf16(weights)
-            for weights in (path / "unet").glob("*.safetensors"):
+            for weights in [*(path / "text_encoder").glob("*.safetensors"), *(path / "unet").glob("*.safetensors")]:
                 store_weights_in_bf16(weights)
         meta = {"format": FORMAT, "version": 1, "settings": asdict(self.settings)}
         (path / "pipeline.json").write_text(json.dumps(meta, indent=2))
