@@ -6,7 +6,7 @@ checkpoints without edits:
 - ``ARMANI_NOTEBOOK_CHECKPOINT=DIR``: a saved pipeline folder or a training run directory
   (the tests pass their tiny run this way);
 - ``ARMANI_NOTEBOOK_MODE=shipped``: the checkpoints committed in ``checkpoints/``
-  (``armani``, and for the codebook notebook ``dalle`` and ``m6`` where present);
+  (``armani``, and for the codebook notebook ``dalle``, ``m6``, ``no_fusion`` and ``no_sem1`` where present);
 - neither: the ``tiny`` config, trained here once into a temporary folder (~15 s of CPU
   time; a second run of the notebook reuses it). Tiny models are barely trained: their
   numbers sit near chance. The notebooks show *how* to read the measurements; the shipped
@@ -91,7 +91,8 @@ def pick_model() -> NotebookModel:
         if not path.is_dir():
             raise FileNotFoundError(f"ARMANI_NOTEBOOK_MODE=shipped but {path} is missing; assemble it with "
                                     "`python -m armani.pipeline --run runs/default --out checkpoints/armani`")
-        books = {name: SHIPPED / name for name in ("armani", "dalle", "m6") if (SHIPPED / name).is_dir()}
+        books = {name: SHIPPED / name for name in ("armani", "dalle", "m6", "no_fusion", "no_sem1")
+                 if (SHIPPED / name).is_dir()}
         model = NotebookModel("shipped", path, 500, books)
     elif mode in ("", "tiny"):
         path = train_tiny_run()

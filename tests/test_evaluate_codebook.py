@@ -16,6 +16,7 @@ import torch
 from armani.evaluate_codebook import (
     PartSurvival,
     _json_safe,
+    attributes_read,
     encode_with_words,
     evaluate_one,
     health,
@@ -80,6 +81,38 @@ def test_part_survival_counts_lost_parts():
     assert r["button"]["accuracy"] == pytest.approx(0.5) and r["button"]["iou"] == pytest.approx(0.5)
     assert r["body"]["accuracy"] == 1.0 and r["body"]["iou"] == pytest.approx(14 / 15)
     assert r["button"]["pixels"] == 2
+
+
+class _ReadsPixels:
+    """A stand-in attribute classifier: "red" when the image's mean red channel is positive,
+    "blue" otherwise; every other field copied from a fixed record."""
+
+    def __init__(self, record):
+        self.record = record
+
+    def eval(self):
+        return self
+
+    def requires_grad_(self, flag):
+        return self
+
+    def predict(self, images):
+        return [dict(self.record, color="red" if float(im[0].mean()) > 0 else "blue") for im in images]
+
+
+def test_attribute_readings_known_answer():
+    record = {"category": "shirt", "color": "red", "pattern": "solid", "sleeve": "long",
+              "parts": {"body": 1, "sleeve": 1, "button": 3}, "pocket_side": None}
+    reader = _ReadsPixels(record)
+    images = -torch.ones(4, 3, 8, 8)
+    images[:2, 0] = 1.0  # two red garments, two blue
+    targets = [dict(record, color=c) for c in ("red", "red", "blue", "blue")]
+    assert attributes_read(reader, images, targets)["color"] == 1.0
+    faded = images.clone()
+    faded[0, 0] = -1.0  # a "codebook" that lost the first garment's red
+    read = attributes_read(reader, faded, targets)
+    assert read["color"] == 0.75
+    assert read["category"] == read["count:button"] == read["part:pocket"] == 1.0
 
 
 def test_json_safe_and_checkpoint_names(tmp_path):
@@ -150,8 +183,17 @@ def test_cli_compares_codebooks(tiny_run, pq_run, tmp_path, capsys):
     books = report["codebooks"]
     assert list(books) == ["armani", "again", "m6"]
     # The same codebook under two names gives the same numbers: encoding is deterministic.
-    for key in ("codebook", "psnr", "ssim", "segmenter_on_reconstructions", "words_per_code"):
+    for key in ("codebook", "psnr", "ssim", "segmenter_on_reconstructions", "words_per_code",
+                "classifier_on_reconstructions"):
         assert books["armani"][key] == books["again"][key]
+    # The shipped attribute classifier read every reconstruction and the originals, per attribute.
+    assert report["classifier"] == "checkpoints/attribute_classifier"
+    from armani.evaluation.attributes import ATTRIBUTE_KEYS
+
+    assert set(report["classifier_on_originals"]) == set(ATTRIBUTE_KEYS)
+    for book in books.values():
+        read = book["classifier_on_reconstructions"]
+        assert set(read) == set(ATTRIBUTE_KEYS) and all(0 <= v <= 1 for v in read.values())
     for name, book in books.items():
         cb = book["codebook"]
         assert 0 < cb["usage"] <= 1 and cb["used"] + cb["dead"] == cb["codebook_size"] * cb["num_groups"]
@@ -173,7 +215,7 @@ def test_cli_compares_codebooks(tiny_run, pq_run, tmp_path, capsys):
     assert header.split("|")[2:-1] == [" armani (cross-modal) ", " again (cross-modal) ", " m6 (product-quantised) ",
                                        " originals "]
     for row in ("| codebook usage %", "| perplexity", "| dead codes", "| PSNR (dB)", "| SSIM", "| usage % per group",
-                "| body: accuracy / IoU"):
+                "| body: accuracy / IoU", "| classifier reads the true color", "| classifier: mean over all attributes"):
         assert row in printed
     table = words.read_text()
     assert "### armani" in table and "### again" in table and "### m6" not in table
@@ -186,3 +228,27 @@ def test_cli_compares_codebooks(tiny_run, pq_run, tmp_path, capsys):
     assert cell == ", ".join(f"{w} ({n})" for w, n in books["armani"]["words_per_code"][code])
     assert fig.stat().st_size > 10_000
     assert (tmp_path / "codebook-armani.png").is_file() and not (tmp_path / "codebook-m6.png").exists()
+
+
+def test_cli_without_classifier(tiny_run, tmp_path):
+    out = tmp_path / "plain.json"
+    assert main(["--checkpoint", f"armani={tiny_run}", "--num", "4", "--no-classifier", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["classifier"] is None and report["classifier_on_originals"] is None
+    assert "classifier_on_reconstructions" not in report["codebooks"]["armani"]
+    with pytest.raises(FileNotFoundError, match="holds no attribute classifier"):
+        main(["--checkpoint", f"armani={tiny_run}", "--num", "4", "--classifier", str(tmp_path)])
+
+
+def test_codebook_of_a_pipeline_sharing_components(tiny_pipeline, tmp_path):
+    """Baselines ship their segmenter / MaskCLIP as references to checkpoints/armani's."""
+    tiny_pipeline.save_pretrained(tmp_path / "armani")
+    tiny_pipeline.save_pretrained(tmp_path / "variant", share_with=tmp_path / "armani")
+    meta = json.loads((tmp_path / "variant" / "pipeline.json").read_text())
+    assert {"segmenter", "maskclip", "vqgan"} <= set(meta["shared"])  # identical, so referenced
+    cb = load_codebook(tmp_path / "variant", "variant")
+    assert cb.kind == "cross-modal" and cb.segmenter is not None and cb.maskclip is not None
+    data = validation_set(4, cb.vqgan.config.image_size, seed=2)
+    ids, _, _ = encode_with_words(cb, data.images, data.captions)
+    again, _, _ = encode_with_words(load_codebook(tmp_path / "armani"), data.images, data.captions)
+    assert torch.equal(ids, again)

@@ -20,6 +20,11 @@ enough). On ``--num`` procedural validation garments it measures, per codebook:
   checkpoint's) labels every reconstruction; against the ground-truth mask it gives the
   pixel accuracy per part (recall of that part's pixels: "are the buttons still there?")
   and its IoU. The same judge on the original images is the ceiling, printed beside;
+- **attributes that survive**: the project's attribute classifier (``--classifier``, default
+  ``checkpoints/attribute_classifier`` when present) reads every reconstruction; per
+  attribute (category, colour, pattern, sleeve, each part, counts, pocket side) the share of
+  reconstructions it reads as the original's true attribute. On the originals the same
+  classifier gives the ceiling ("does the codebook keep the colour?");
 - **words per code** (cross-modal codebooks only): which caption words Eq. 9 fused into
   each code (:func:`armani.codebook_health.words_per_code`), e.g. ``code 417 <- button``.
 
@@ -60,8 +65,11 @@ from armani.text import GarmentTokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
 # What the command evaluates when no --checkpoint is given: whichever of these exist.
-SHIPPED = {"armani": ROOT / "checkpoints" / "armani", "dalle": ROOT / "checkpoints" / "dalle",
-           "m6": ROOT / "checkpoints" / "m6"}
+# no_sem2 is left out: it shares checkpoints/armani's codebook.
+SHIPPED = {name: ROOT / "checkpoints" / name for name in ("armani", "dalle", "m6", "no_fusion", "no_sem1")}
+DEFAULT_CLASSIFIER = ROOT / "checkpoints" / "attribute_classifier"
+# The attributes the table prints (the JSON has every key of evaluation.attributes.compare).
+TABLE_ATTRIBUTES = ("category", "color", "pattern", "sleeve")
 
 
 # -- loading ---------------------------------------------------------------------------------
@@ -102,7 +110,13 @@ def load_codebook(path: str | Path, name: str | None = None) -> Codebook:
     """
     path = Path(path)
     if (path / "pipeline.json").is_file():
-        def part(component: str) -> Path | None:
+        from armani.pipeline import _component_folder
+
+        meta = json.loads((path / "pipeline.json").read_text())
+
+        def part(component: str) -> Path | None:  # its own folder or one it shares with a sibling
+            if component in meta.get("shared", {}):
+                return _component_folder(path, component, meta)
             folder = path / component
             return folder if (folder / "config.json").is_file() else None
     elif (path / "vqgan" / "final" / "DONE").is_file():
@@ -134,6 +148,7 @@ class ValidationSet:
     images: torch.Tensor  # (B, 3, S, S) float32 in [-1, 1]
     masks: torch.Tensor  # (B, S, S) int64 ground-truth part labels
     captions: list[str]
+    attributes: list[dict] = field(default_factory=list)  # the attribute record of each garment
 
     def __len__(self) -> int:
         return len(self.captions)
@@ -146,7 +161,15 @@ def validation_set(num: int, size: int, seed: int = 1234) -> ValidationSet:
     ds = generate_dataset(num, size=size, seed=seed, split="val", progress=False)
     images = torch.from_numpy(np.stack([np.asarray(im) for im in ds["image"]])).permute(0, 3, 1, 2)
     masks = torch.from_numpy(np.stack([np.asarray(m) for m in ds["mask"]]).astype(np.int64))
-    return ValidationSet(images.float() / 127.5 - 1.0, masks, list(ds["caption"]))
+    return ValidationSet(images.float() / 127.5 - 1.0, masks, list(ds["caption"]),
+                         [json.loads(a) for a in ds["attributes"]])
+
+
+def attributes_read(classifier, images: torch.Tensor, targets: list[dict]) -> dict[str, float]:
+    """Per attribute, the share of ``images`` the classifier reads as their ``targets``."""
+    from armani.evaluation.attributes import attribute_accuracy
+
+    return attribute_accuracy(classifier.predict(images), targets)
 
 
 # -- measuring -------------------------------------------------------------------------------
@@ -237,8 +260,11 @@ class CodebookResult:
 
 @torch.no_grad()
 def evaluate_one(codebook: Codebook, data: ValidationSet, judge: Segmenter | None, batch_size: int = 64,
-                 num_examples: int = 6, top_words: int = 3) -> CodebookResult:
-    """Every metric of one codebook on ``data``."""
+                 num_examples: int = 6, top_words: int = 3, classifier=None) -> CodebookResult:
+    """Every metric of one codebook on ``data`` (``classifier``: an attribute classifier that
+    reads the reconstructions; needs ``data.attributes``)."""
+    if classifier is not None and len(data.attributes) != len(data):
+        raise ValueError("reading attributes needs the attribute record of every validation garment")
     vq = codebook.vqgan
     if data.images.shape[-1] != vq.config.image_size:
         raise ValueError(f"codebook {codebook.name!r} works at {vq.config.image_size} px, the data is "
@@ -246,6 +272,7 @@ def evaluate_one(codebook: Codebook, data: ValidationSet, judge: Segmenter | Non
     survival = PartSurvival() if judge is not None else None
     ids_all, index_all, psnr_sum, ssim_sum, examples = [], [], 0.0, 0.0, []
     words: list[list[str | None]] = []
+    recons: list[torch.Tensor] = []
     for start in tqdm(range(0, len(data), batch_size), desc=f"{codebook.name}: encode/decode", leave=False):
         images = data.images[start : start + batch_size]
         ids, index, tokens = encode_with_words(codebook, images, data.captions[start : start + batch_size])
@@ -259,6 +286,8 @@ def evaluate_one(codebook: Codebook, data: ValidationSet, judge: Segmenter | Non
             words += token_words(tokens.word_ids, tokens.words)
         if survival is not None:
             survival.update(judge.predict(recon), data.masks[start : start + batch_size])
+        if classifier is not None:
+            recons.append(recon)
         if len(examples) < num_examples:
             examples += list(recon[: num_examples - len(examples)])
     ids = torch.cat(ids_all)
@@ -267,6 +296,8 @@ def evaluate_one(codebook: Codebook, data: ValidationSet, judge: Segmenter | Non
                "psnr": psnr_sum / len(data), "ssim": ssim_sum / len(data)}
     if survival is not None:
         metrics["segmenter_on_reconstructions"] = survival.compute()
+    if classifier is not None:
+        metrics["classifier_on_reconstructions"] = attributes_read(classifier, torch.cat(recons), data.attributes)
     table = None
     if index_all:
         index = torch.cat(index_all)  # (num, N)
@@ -291,6 +322,8 @@ class CodebookReport:
     judge: str | None  # where the judge segmenter came from
     originals: dict | None  # the judge on the original images (the ceiling)
     results: list[CodebookResult]
+    classifier: str | None = None  # where the attribute classifier came from
+    classifier_originals: dict | None = None  # its readings of the originals (the ceiling)
     data: ValidationSet = field(repr=False, default=None)
     seconds: float = 0.0
 
@@ -298,16 +331,20 @@ class CodebookReport:
         return _json_safe({
             "num_images": self.num_images, "image_size": self.image_size, "seed": self.seed,
             "judge_segmenter": self.judge, "segmenter_on_originals": self.originals,
+            "classifier": self.classifier, "classifier_on_originals": self.classifier_originals,
             "codebooks": {r.name: r.metrics for r in self.results}, "seconds": round(self.seconds, 1),
         })
 
 
 def codebook_report(codebooks: list[Codebook], num: int = 1000, seed: int = 1234, judge: Segmenter | None = None,
-                    judge_source: str | None = None, batch_size: int = 64, num_examples: int = 6) -> CodebookReport:
+                    judge_source: str | None = None, batch_size: int = 64, num_examples: int = 6,
+                    classifier=None, classifier_source: str | None = None) -> CodebookReport:
     """Evaluate every codebook on the same ``num`` validation garments.
 
     ``judge``: the segmenter that labels reconstructions; default the first codebook's
     segmenter that exists (one judge for all, so the columns compare codebooks, not judges).
+    ``classifier``: an :class:`armani.evaluation.attributes.AttributeClassifier` that reads
+    the attributes of every reconstruction and of the originals; None skips that part.
     """
     if not codebooks:
         raise ValueError("give at least one codebook")
@@ -333,9 +370,14 @@ def codebook_report(codebooks: list[Codebook], num: int = 1000, seed: int = 1234
                 survival.update(judge.predict(data.images[start : start + batch_size]),
                                 data.masks[start : start + batch_size])
         originals = survival.compute()
-    results = [evaluate_one(c, data, judge, batch_size, num_examples) for c in codebooks]
-    return CodebookReport(len(data), data.images.shape[-1], seed, judge_source, originals, results, data,
-                          time.perf_counter() - t0)
+    read_originals = None
+    if classifier is not None:
+        classifier.eval().requires_grad_(False)
+        read_originals = attributes_read(classifier, data.images, data.attributes)
+    results = [evaluate_one(c, data, judge, batch_size, num_examples, classifier=classifier) for c in codebooks]
+    return CodebookReport(len(data), data.images.shape[-1], seed, judge_source, originals, results,
+                          classifier=classifier_source if classifier is not None else None,
+                          classifier_originals=read_originals, data=data, seconds=time.perf_counter() - t0)
 
 
 # -- presenting ------------------------------------------------------------------------------
@@ -357,7 +399,7 @@ def _num(x: float, digits: int = 2) -> str:
 def format_table(report: CodebookReport) -> str:
     """One Markdown table: a column per codebook (plus the judge on the originals), a row per metric."""
     results = report.results
-    ref = report.originals
+    ref = report.originals or report.classifier_originals
     header = ["metric"] + [f"{r.name} ({r.kind})" for r in results] + (["originals"] if ref else [])
     rows: list[list[str]] = []
 
@@ -376,7 +418,15 @@ def format_table(report: CodebookReport) -> str:
     row("dead codes", [str(c["dead"]) for c in cb])
     row("PSNR (dB)", [_num(r.metrics["psnr"]) for r in results])
     row("SSIM", [_num(r.metrics["ssim"], 3) for r in results])
-    if ref:
+    read = report.classifier_originals
+    if read:
+        cls = [r.metrics["classifier_on_reconstructions"] for r in results]
+        for key in TABLE_ATTRIBUTES:
+            row(f"classifier reads the true {key}", [_num(c[key], 3) for c in cls], _num(read[key], 3))
+        row("classifier: mean over all attributes", [_num(float(np.mean(list(c.values()))), 3) for c in cls],
+            _num(float(np.mean(list(read.values()))), 3))
+    if report.originals:
+        ref = report.originals
         seg = [r.metrics["segmenter_on_reconstructions"] for r in results]
         row("seg. pixel accuracy", [_num(s["pixel_accuracy"], 3) for s in seg], _num(ref["pixel_accuracy"], 3))
         row("seg. mean part accuracy", [_num(s["mean_part_accuracy"], 3) for s in seg],
@@ -490,12 +540,17 @@ def parse_checkpoints(items: list[str] | None) -> dict[str, Path]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", action="append", metavar="NAME=DIR",
-                    help="a saved pipeline or training run (repeatable; default: checkpoints/{armani,dalle,m6})")
+                    help="a saved pipeline or training run (repeatable; default: the shipped codebooks: "
+                         + ", ".join(f"checkpoints/{n}" for n in SHIPPED) + ")")
     ap.add_argument("--num", type=int, default=1000, help="validation garments")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--segmenter", default=None,
                     help="judge segmenter: a segmenter folder, pipeline or run (default: the first checkpoint's)")
+    ap.add_argument("--classifier", default=None,
+                    help="attribute classifier that reads the reconstructions (default: "
+                         "checkpoints/attribute_classifier when present)")
+    ap.add_argument("--no-classifier", action="store_true", help="skip the attribute readings")
     ap.add_argument("--out", default=None, help="write the JSON report here")
     ap.add_argument("--figure", default=None, help="usage histograms + reconstructions (and words figures)")
     ap.add_argument("--words-table", default=None, help="write the words-per-code Markdown tables here")
@@ -505,9 +560,11 @@ def main(argv: list[str] | None = None) -> int:
     judge = judge_source = None
     if args.segmenter:
         judge, judge_source = _load_segmenter(Path(args.segmenter)), args.segmenter
-    report = codebook_report(codebooks, args.num, args.seed, judge, judge_source, args.batch_size)
+    classifier, classifier_source = _load_classifier(args.classifier, args.no_classifier)
+    report = codebook_report(codebooks, args.num, args.seed, judge, judge_source, args.batch_size,
+                             classifier=classifier, classifier_source=classifier_source)
     print(f"Codebooks on {report.num_images} procedural validation garments ({report.image_size} px); "
-          f"segmenter judge: {report.judge or 'none'}\n")
+          f"segmenter judge: {report.judge or 'none'}; attribute classifier: {report.classifier or 'none'}\n")
     print(format_table(report))
     words = format_words(report)
     if words:
@@ -526,6 +583,25 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _load_classifier(path: str | None, skip: bool):
+    """(classifier, where from) or (None, None): ``--classifier`` must hold one; without it the
+    shipped one is used when present."""
+    if skip:
+        return None, None
+    from armani.evaluation.attributes import AttributeClassifier
+
+    folder = Path(path) if path else DEFAULT_CLASSIFIER
+    if not (folder / "model.safetensors").is_file():
+        if path:
+            raise FileNotFoundError(f"--classifier {folder} holds no attribute classifier (model.safetensors)")
+        return None, None
+    try:
+        shown = str(folder.resolve().relative_to(ROOT))
+    except ValueError:
+        shown = str(folder)
+    return AttributeClassifier.from_pretrained(folder), shown
+
+
 def _load_segmenter(path: Path) -> Segmenter:
     for folder in (path, path / "segmenter", path / "segmenter" / "final"):
         if (folder / "config.json").is_file():
@@ -534,7 +610,7 @@ def _load_segmenter(path: Path) -> Segmenter:
 
 
 __all__ = [
-    "Codebook", "CodebookReport", "CodebookResult", "PartSurvival", "ValidationSet", "codebook_report",
+    "Codebook", "CodebookReport", "CodebookResult", "PartSurvival", "ValidationSet", "attributes_read", "codebook_report",
     "encode_with_words", "evaluate_one", "format_table", "format_words", "health", "load_codebook", "main",
     "parse_checkpoints", "plot_report", "reconstruction_metrics", "save_figures", "validation_set",
 ]
