@@ -91,8 +91,9 @@ def pick_model() -> NotebookModel:
         if not path.is_dir():
             raise FileNotFoundError(f"ARMANI_NOTEBOOK_MODE=shipped but {path} is missing; assemble it with "
                                     "`python -m armani.pipeline --run runs/default --out checkpoints/armani`")
-        books = {name: SHIPPED / name for name in ("armani", "dalle", "m6", "no_fusion", "no_sem1")
-                 if (SHIPPED / name).is_dir()}
+        from armani.evaluate_codebook import SHIPPED as SHIPPED_CODEBOOKS
+
+        books = {name: folder for name, folder in SHIPPED_CODEBOOKS.items() if folder.is_dir()}
         model = NotebookModel("shipped", path, 500, books)
     elif mode in ("", "tiny"):
         path = train_tiny_run()

@@ -67,7 +67,6 @@ ROOT = Path(__file__).resolve().parents[2]
 # What the command evaluates when no --checkpoint is given: whichever of these exist.
 # no_sem2 is left out: it shares checkpoints/armani's codebook.
 SHIPPED = {name: ROOT / "checkpoints" / name for name in ("armani", "dalle", "m6", "no_fusion", "no_sem1")}
-DEFAULT_CLASSIFIER = ROOT / "checkpoints" / "attribute_classifier"
 # The attributes the table prints (the JSON has every key of evaluation.attributes.compare).
 TABLE_ATTRIBUTES = ("category", "color", "pattern", "sleeve")
 
@@ -115,9 +114,7 @@ def load_codebook(path: str | Path, name: str | None = None) -> Codebook:
         meta = json.loads((path / "pipeline.json").read_text())
 
         def part(component: str) -> Path | None:  # its own folder or one it shares with a sibling
-            if component in meta.get("shared", {}):
-                return _component_folder(path, component, meta)
-            folder = path / component
+            folder = _component_folder(path, component, meta)
             return folder if (folder / "config.json").is_file() else None
     elif (path / "vqgan" / "final" / "DONE").is_file():
         def part(component: str) -> Path | None:
@@ -272,7 +269,7 @@ def evaluate_one(codebook: Codebook, data: ValidationSet, judge: Segmenter | Non
     survival = PartSurvival() if judge is not None else None
     ids_all, index_all, psnr_sum, ssim_sum, examples = [], [], 0.0, 0.0, []
     words: list[list[str | None]] = []
-    recons: list[torch.Tensor] = []
+    read: list[dict] = []  # the classifier's attribute records of the reconstructions
     for start in tqdm(range(0, len(data), batch_size), desc=f"{codebook.name}: encode/decode", leave=False):
         images = data.images[start : start + batch_size]
         ids, index, tokens = encode_with_words(codebook, images, data.captions[start : start + batch_size])
@@ -287,7 +284,7 @@ def evaluate_one(codebook: Codebook, data: ValidationSet, judge: Segmenter | Non
         if survival is not None:
             survival.update(judge.predict(recon), data.masks[start : start + batch_size])
         if classifier is not None:
-            recons.append(recon)
+            read += classifier.predict(recon)
         if len(examples) < num_examples:
             examples += list(recon[: num_examples - len(examples)])
     ids = torch.cat(ids_all)
@@ -297,7 +294,9 @@ def evaluate_one(codebook: Codebook, data: ValidationSet, judge: Segmenter | Non
     if survival is not None:
         metrics["segmenter_on_reconstructions"] = survival.compute()
     if classifier is not None:
-        metrics["classifier_on_reconstructions"] = attributes_read(classifier, torch.cat(recons), data.attributes)
+        from armani.evaluation.attributes import attribute_accuracy
+
+        metrics["classifier_on_reconstructions"] = attribute_accuracy(read, data.attributes)
     table = None
     if index_all:
         index = torch.cat(index_all)  # (num, N)
@@ -372,7 +371,6 @@ def codebook_report(codebooks: list[Codebook], num: int = 1000, seed: int = 1234
         originals = survival.compute()
     read_originals = None
     if classifier is not None:
-        classifier.eval().requires_grad_(False)
         read_originals = attributes_read(classifier, data.images, data.attributes)
     results = [evaluate_one(c, data, judge, batch_size, num_examples, classifier=classifier) for c in codebooks]
     return CodebookReport(len(data), data.images.shape[-1], seed, judge_source, originals, results,
@@ -399,12 +397,12 @@ def _num(x: float, digits: int = 2) -> str:
 def format_table(report: CodebookReport) -> str:
     """One Markdown table: a column per codebook (plus the judge on the originals), a row per metric."""
     results = report.results
-    ref = report.originals or report.classifier_originals
-    header = ["metric"] + [f"{r.name} ({r.kind})" for r in results] + (["originals"] if ref else [])
+    with_originals = report.originals is not None or report.classifier_originals is not None
+    header = ["metric"] + [f"{r.name} ({r.kind})" for r in results] + (["originals"] if with_originals else [])
     rows: list[list[str]] = []
 
     def row(label: str, cells: list[str], original: str = "") -> None:
-        rows.append([label] + cells + ([original] if ref else []))
+        rows.append([label] + cells + ([original] if with_originals else []))
 
     cb = [r.metrics["codebook"] for r in results]
     row("codes", [f"{c['num_groups']} x {c['codebook_size']}" if c["num_groups"] > 1 else str(c["codebook_size"])
@@ -425,8 +423,8 @@ def format_table(report: CodebookReport) -> str:
             row(f"classifier reads the true {key}", [_num(c[key], 3) for c in cls], _num(read[key], 3))
         row("classifier: mean over all attributes", [_num(float(np.mean(list(c.values()))), 3) for c in cls],
             _num(float(np.mean(list(read.values()))), 3))
-    if report.originals:
-        ref = report.originals
+    ref = report.originals
+    if ref:
         seg = [r.metrics["segmenter_on_reconstructions"] for r in results]
         row("seg. pixel accuracy", [_num(s["pixel_accuracy"], 3) for s in seg], _num(ref["pixel_accuracy"], 3))
         row("seg. mean part accuracy", [_num(s["mean_part_accuracy"], 3) for s in seg],
@@ -584,22 +582,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _load_classifier(path: str | None, skip: bool):
-    """(classifier, where from) or (None, None): ``--classifier`` must hold one; without it the
-    shipped one is used when present."""
+    """(classifier, where from) or (None, None), found the way ``armani.evaluate`` finds it:
+    ``--classifier`` must hold one; without it the shipped one is used when present."""
     if skip:
         return None, None
-    from armani.evaluation.attributes import AttributeClassifier
+    from armani.evaluate import _load_classifier as load
 
-    folder = Path(path) if path else DEFAULT_CLASSIFIER
-    if not (folder / "model.safetensors").is_file():
-        if path:
-            raise FileNotFoundError(f"--classifier {folder} holds no attribute classifier (model.safetensors)")
+    classifier, _, folder = load(path)
+    if classifier is None:
         return None, None
     try:
-        shown = str(folder.resolve().relative_to(ROOT))
+        shown = str(Path(folder).resolve().relative_to(ROOT))
     except ValueError:
-        shown = str(folder)
-    return AttributeClassifier.from_pretrained(folder), shown
+        shown = folder
+    return classifier, shown
 
 
 def _load_segmenter(path: Path) -> Segmenter:
