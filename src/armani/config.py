@@ -42,7 +42,16 @@ class DataConfig:
     val_split: str | None = "validation"
     image_column: str = "image"
     caption_column: str = "caption"
-    mask_column: str | None = "mask"
+    mask_column: str | None = "mask"  # real data: absent from the source = no masks (predicted)
+    # Real data (armani.data.prepare): the source's mask labels -> our 15 parts (a preset such as
+    # deepfashion_multimodal, a JSON file or "label:part,..."; see armani.data.label_maps).
+    label_map: str | None = None
+    # The segmenter that predicts missing masks: "shipped" (checkpoints/armani/segmenter), a
+    # segmenter folder, a saved pipeline or a training run.
+    mask_segmenter: str = "shipped"
+    # A saved tokenizer (folder, run or pipeline) to use instead of building one from the
+    # captions: fine-tuning a checkpoint needs its vocabulary.
+    tokenizer: str | None = None
     context_length: int = 48  # procedural captions: 99th percentile 41 tokens, max 46
     vocab: Literal["compact", "full"] = "compact"  # see armani.text
     sketch_low: int = 100

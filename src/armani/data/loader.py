@@ -12,6 +12,8 @@ Every training stage reads the same four columns, whatever the source called the
 Other columns are dropped. Sources, tried in this order:
 
 1. a folder written by ``save_to_disk`` (a ``Dataset`` or a ``DatasetDict``);
+1b. a folder in the DeepFashion-MultiModal layout (``images/``, ``segm/``, ``captions.json``;
+   see :mod:`armani.data.deepfashion`): one ``train`` split with image, caption and mask;
 2. a local image folder with ``metadata.jsonl`` / ``metadata.csv``
    (``load_dataset("imagefolder", data_dir=...)``, so the image column is called ``image``;
    a metadata field ``mask_file_name`` pointing at an ``L`` PNG becomes a ``mask`` image
@@ -23,6 +25,9 @@ Other columns are dropped. Sources, tried in this order:
 
 ``split`` picks one split of a multi-split source; ``None`` is accepted only when the
 source holds exactly one split.
+
+Training does not read these rows directly: :mod:`armani.data.prepare` turns them into
+letterboxed training rows once (masks mapped or predicted) and writes the data report.
 """
 
 from __future__ import annotations
@@ -45,15 +50,20 @@ def load_garment_dataset(
     mask_column: str | None = None,
     attributes_column: str | None = None,
     cache_dir: str | Path | None = None,
+    mask_column_optional: bool = False,
     **load_kwargs: Any,
 ) -> datasets.Dataset:
     """Load ``source`` and return a ``datasets.Dataset`` with columns image, caption, mask, attributes.
 
     ``cache_dir`` and ``load_kwargs`` (e.g. ``name=`` or ``revision=`` for a hub dataset)
     go to ``datasets.load_dataset``. Missing columns raise a ``ValueError`` that lists
-    the columns the source does have.
+    the columns the source does have; with ``mask_column_optional`` a missing mask column
+    means "no masks" (the training config's default ``mask_column="mask"`` then fits a
+    folder of photos and captions alone).
     """
     raw = _load_raw(source, split, cache_dir, load_kwargs)
+    if mask_column_optional and mask_column is not None and mask_column not in raw.column_names:
+        mask_column = None
     return standardize_columns(
         raw,
         image_column=image_column,
@@ -122,6 +132,10 @@ def _load_raw(source: str | Path, split: str | None, cache_dir: str | Path | Non
     if path.is_dir():
         if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
             return _pick_split(datasets.load_from_disk(str(path)), split, str(source))
+        from armani.data.deepfashion import is_deepfashion_multimodal, load_deepfashion_multimodal
+
+        if is_deepfashion_multimodal(path):
+            return _pick_split(load_deepfashion_multimodal(path), split, str(source))
         if any(path.glob(f"**/{name}") for name in _METADATA_FILES):
             loaded = datasets.load_dataset("imagefolder", data_dir=str(path), **kwargs)
         else:

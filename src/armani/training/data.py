@@ -3,10 +3,11 @@
 - The procedural dataset is generated on first use under ``data.cache_dir`` (one folder per
   size/count/seed/split) and reused by every later stage and run; under multi-process
   launch the main process generates while the others wait.
-- Real data comes through :func:`armani.data.loader.load_garment_dataset`.
+- Real data comes through :func:`armani.data.prepare.prepare_split` (which reads the source
+  with :func:`armani.data.loader.load_garment_dataset`), prepared once and cached.
 - The tokenizer is fixed per run (``RUN/tokenizer/tokenizer.json``): the first stage
   builds it from the training captions, the rest load it, so every model of a run agrees
-  on the ids.
+  on the ids. ``data.tokenizer`` names a saved one instead (fine-tuning a checkpoint).
 """
 
 from __future__ import annotations
@@ -52,24 +53,17 @@ def procedural_split(cfg, split: str, accelerator=None) -> datasets.Dataset:
 
 
 def load_split(cfg, split: str, accelerator=None) -> datasets.Dataset | None:
-    """``split`` is "train", "val" or "heldout" (procedural only). None when absent."""
+    """``split`` is "train", "val" or "heldout" (procedural only). None when absent.
+
+    Real data is read through :func:`armani.data.prepare.prepare_split`: letterboxed photos,
+    masks mapped or predicted, unusable rows skipped; prepared once and cached."""
     if cfg.source == "procedural":
         return procedural_split(cfg, split, accelerator)
-    from armani.data.loader import load_garment_dataset
+    if split not in ("train", "val"):
+        return None
+    from armani.data.prepare import prepare_split
 
-    name = {"train": cfg.train_split, "val": cfg.val_split}.get(split)
-    if name is None:
-        return None
-    try:
-        return load_garment_dataset(
-            cfg.source, split=name, image_column=cfg.image_column, caption_column=cfg.caption_column,
-            mask_column=cfg.mask_column,
-        )
-    except (KeyError, ValueError) as err:
-        if split == "train":
-            raise
-        print(f"[data] no {split!r} split in {cfg.source}: {err}")
-        return None
+    return prepare_split(cfg, split, accelerator)
 
 
 def run_tokenizer(cfg, run_dir: Path, train: datasets.Dataset | None = None, accelerator=None) -> GarmentTokenizer:
@@ -85,7 +79,12 @@ def run_tokenizer(cfg, run_dir: Path, train: datasets.Dataset | None = None, acc
                     f"{cfg.context_length}; use a new --output directory or the same config"
                 )
             return tok
-        if cfg.vocab == "full":
+        if getattr(cfg, "tokenizer", None):
+            tok = _saved_tokenizer(cfg.tokenizer)
+            if tok.context_length != cfg.context_length:
+                raise ValueError(f"data.tokenizer={cfg.tokenizer} has context_length={tok.context_length} but the "
+                                 f"config says {cfg.context_length}; set data.context_length={tok.context_length}")
+        elif cfg.vocab == "full":
             tok = GarmentTokenizer(cfg.context_length)
         else:
             if train is None:
@@ -93,6 +92,15 @@ def run_tokenizer(cfg, run_dir: Path, train: datasets.Dataset | None = None, acc
             tok = GarmentTokenizer.from_corpus(list(train["caption"]) + [_EXTRA_WORDS], cfg.context_length)
         tok.save_pretrained(path)
         return tok
+
+
+def _saved_tokenizer(spec: str) -> GarmentTokenizer:
+    """A tokenizer folder, or a run / saved pipeline holding ``tokenizer/``."""
+    path = Path(spec).expanduser()
+    for folder in (path, path / "tokenizer"):
+        if (folder / "tokenizer.json").is_file():
+            return GarmentTokenizer.from_pretrained(folder)
+    raise FileNotFoundError(f"data.tokenizer={spec}: no tokenizer.json there or in its tokenizer/ folder")
 
 
 def torch_dataset(cfg, hf: datasets.Dataset, tokenizer: GarmentTokenizer, seed: int):
