@@ -11,7 +11,15 @@
 baseline/ablation switch set (armani, dalle, no_fusion, no_sem1, no_sem2, m6; see
 armani.config.VARIANTS); trailing ``section.key=value`` arguments override any field.
 ``--reuse RUN`` copies the finished stages of another run whose inputs are identical
-(e.g. the segmenter and MaskCLIP shared by every variant) instead of training them again. ``--stage all`` runs every stage in order and skips the ones
+(e.g. the segmenter and MaskCLIP shared by every variant) instead of training them again.
+``--init-from DIR`` (a run or a saved pipeline such as checkpoints/armani) warm-starts every
+trained stage from DIR's weights and takes DIR's tokenizer: fine-tuning on your own data.
+
+Real data (``data.source=<folder | saved dataset | parquet | hub id>``, see
+docs/REAL_DATA.md) is prepared once before the first stage: photos letterboxed, masks
+mapped (``data.label_map``) or predicted (``data.mask_segmenter``), unusable files skipped.
+Its data report is printed, and a missing caption column or too few rows for the batch
+size stop the run there, before anything trains. ``--stage all`` runs every stage in order and skips the ones
 already finished in ``--output``, so a killed run continues with ``--resume``. Plain
 ``python src/armani/train.py`` works too (one process).
 """
@@ -31,6 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--variant", default="armani", help="baseline/ablation switches (see armani.config.VARIANTS)")
     p.add_argument("--reuse", default=None, help="copy identical finished stages from this run directory")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint of each stage")
+    p.add_argument("--init-from", default=None,
+                   help="warm-start every trained stage (and take the tokenizer) from this run or saved pipeline")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides")
     return p.parse_intermixed_args(argv)  # overrides may sit before and after flags
@@ -60,6 +70,20 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"unknown stage(s) {unknown}; choose from {sorted(STAGES)} or 'all'", file=sys.stderr)
         return 2
+    if args.init_from:
+        try:
+            init_from_checkpoint(cfg, Path(args.init_from), stages)
+        except (FileNotFoundError, ValueError) as err:
+            print(f"--init-from error: {err}", file=sys.stderr)
+            return 2
+    if cfg.data.source != "procedural":
+        from armani.data.prepare import DataError
+
+        try:
+            check_real_data(cfg, stages)
+        except DataError as err:
+            print(f"data error: {err}", file=sys.stderr)
+            return 2
     run_dir = Path(args.output or f"runs/{cfg.name}")
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
@@ -71,6 +95,11 @@ def main(argv: list[str] | None = None) -> int:
         if (args.stage == "all" or args.reuse) and done.is_file():
             print(f"[{name}] already finished in {run_dir}; skipping")
             continue
+        if name == "attribute_classifier" and cfg.data.source != "procedural":
+            print(f"[{name}] skipped: it learns from the procedural dataset's attribute records, and "
+                  f"data.source={cfg.data.source} has none; attribute-based evaluation (part accuracy in "
+                  "armani.evaluate) uses a classifier trained with data.source=procedural")
+            continue
         stage = STAGES[name](cfg, run_dir)
         trainer = Trainer(stage, seed=cfg.train.seed, mixed_precision=cfg.train.mixed_precision,
                           tracker=cfg.train.tracker, resume=args.resume, audit=cfg.train.audit)
@@ -80,6 +109,62 @@ def main(argv: list[str] | None = None) -> int:
 
     PartialState().destroy_process_group()
     return 0
+
+
+def check_real_data(cfg, stages: list[str]) -> dict:
+    """Prepare the real training data once (main process first), print its data report and
+    fail at once if it cannot train the requested stages. Returns the report."""
+    from accelerate.state import PartialState
+
+    from armani.data.prepare import DataError, format_report, prepare_with_report
+
+    state = PartialState()
+    with state.main_process_first():
+        train, report = prepare_with_report(cfg.data, "train", progress=state.is_main_process)
+        prepare_with_report(cfg.data, "val", progress=state.is_main_process)  # None when absent
+    if state.is_main_process:
+        print(format_report(report))
+    need = {name: getattr(cfg.train, name).batch_size * state.num_processes
+            for name in stages if name != "attribute_classifier" and hasattr(cfg.train, name)}
+    too_big = {name: bs for name, bs in need.items() if len(train) < bs}
+    if too_big:
+        name, bs = max(too_big.items(), key=lambda kv: kv[1])
+        raise DataError(
+            f"{cfg.data.source} has {len(train)} usable training rows ({report['rows']} in the source, "
+            f"{report['skipped_total']} skipped), fewer than one batch of stage(s) {sorted(too_big)} "
+            f"(up to {bs} rows across {state.num_processes} process(es)); add data or lower the batch size, "
+            f"e.g. train.{name}.batch_size={max(1, len(train) // state.num_processes)}")
+    return report
+
+
+def init_from_checkpoint(cfg, source: Path, stages: list[str]) -> list[str]:
+    """Point ``train.<stage>.init_from`` of every requested stage at ``source``'s weights
+    (a run's ``<stage>/final`` or a saved pipeline's component) unless already set, and
+    ``data.tokenizer`` at its tokenizer. Returns the stages set."""
+    import json
+
+    if not source.is_dir():
+        raise FileNotFoundError(f"{source} is not a folder")
+    meta = json.loads((source / "pipeline.json").read_text()) if (source / "pipeline.json").is_file() else {}
+    done = []
+    for name in stages:
+        optim = getattr(cfg.train, name, None)
+        if optim is None or not hasattr(optim, "init_from") or optim.init_from is not None:
+            continue  # no such optimiser section, or the user set init_from already
+        shared = meta.get("shared", {}).get(name)
+        for folder in (source / shared if shared else source / name, source / name / "final"):
+            if (folder / "model.safetensors").is_file():
+                optim.init_from = str(folder)
+                done.append(name)
+                break
+    if not done:
+        raise FileNotFoundError(f"{source} holds none of the stages {stages} (no <stage>/model.safetensors "
+                                "or <stage>/final/model.safetensors)")
+    if cfg.data.tokenizer is None and (source / "tokenizer" / "tokenizer.json").is_file():
+        cfg.data.tokenizer = str(source / "tokenizer")
+    print(f"[init-from] {', '.join(done)} start from {source}" +
+          (f"; tokenizer {cfg.data.tokenizer}" if cfg.data.tokenizer else ""))
+    return done
 
 
 def reuse_finished_stages(cfg, source: Path, run_dir: Path, stages: list[str]) -> list[str]:
