@@ -177,3 +177,17 @@ def test_corrupt_image_file_is_a_clear_error_naming_the_row(imagefolder, cache):
             errors.append(str(err))
     assert rows_ok == N - 1 and len(errors) == 1
     assert "g1.png" in errors[0] and "not an image file" in errors[0]
+
+
+def test_a_missing_mask_column_can_mean_no_masks(tmp_path):
+    root = tmp_path / "photos"
+    root.mkdir()
+    for i in range(N):
+        _garment(i).save(root / f"g{i}.png")
+    (root / "metadata.jsonl").write_text("\n".join(json.dumps({"file_name": f"g{i}.png", "text": f"garment {i}"})
+                                                   for i in range(N)))
+    with pytest.raises(ValueError, match="no mask column 'mask'"):
+        load_garment_dataset(root, caption_column="text", mask_column="mask", cache_dir=tmp_path / "c")
+    ds = load_garment_dataset(root, caption_column="text", mask_column="mask", mask_column_optional=True,
+                              cache_dir=tmp_path / "c")
+    assert ds.column_names == list(STANDARD_COLUMNS) and ds["mask"] == [None] * N
