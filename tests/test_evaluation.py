@@ -271,8 +271,68 @@ def test_controls_come_from_a_render_of_the_attributes():
     assert abs(pa.keep_mask.mean() - 0.25) < 0.06 and np.array_equal(pa.partial, pa.reference)
     kwargs = pa.pipeline_kwargs()
     assert set(kwargs) == {"partial", "partial_keep_mask"}
+    # The reference's exact mask comes with it: garment pixels differ from the studio background.
+    garment = pa.reference_mask > 0
+    assert 0.1 < garment.mean() < 0.9
+    assert abs(pa.reference[garment].mean() - pa.reference[~garment].mean()) > 1
+    drawn = make_controls(attrs, "sketch", 32, np.random.default_rng(0), sketch_style="drawn")
+    assert drawn.sketch.dtype == np.uint8 and drawn.sketch.any() and drawn.partial is None
     with pytest.raises(ValueError, match="task"):
-        make_controls(attrs, "sketch", 32, np.random.default_rng(0))
+        make_controls(attrs, "photo", 32, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="sketch_style"):
+        make_controls(attrs, "sketch", 32, np.random.default_rng(0), sketch_style="crayon")
+
+
+def test_drawn_sketch_follows_the_outline_with_thick_open_strokes():
+    from armani.data.drawn_sketch import drawn_sketch
+    from armani.data.garments import render_garment
+    from armani.evaluation.prompts import default_prompts
+
+    attrs = default_prompts(1)[0]["attributes"]
+    _, mask = render_garment(attrs, 64, np.random.default_rng(0))
+    sketch = drawn_sketch(mask, np.random.default_rng(1), gap_probability=1.0)
+    strokes = sketch > 64
+    garment = mask > 0
+    # The strokes lie on and around the silhouette, not out in the background.
+    import cv2
+
+    near = cv2.dilate(garment.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
+    assert strokes[~near].mean() < 0.05 and strokes[near].mean() > 0.1
+    # Thicker than a one-pixel line: more stroke pixels than the silhouette's perimeter.
+    contours, _ = cv2.findContours(garment.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    assert strokes.sum() > 1.3 * sum(cv2.arcLength(c, True) for c in contours)
+    # Not closed: with a gap in every contour, the background flood-filled from a corner
+    # reaches the garment's interior.
+    filled = (~strokes).astype(np.uint8)
+    cv2.floodFill(filled, None, (0, 0), 2)
+    centre = tuple(int(v) for v in np.argwhere(garment & ~strokes).mean(0).round())
+    assert filled[centre] == 2
+    with pytest.raises(ValueError, match="mask"):
+        drawn_sketch(np.zeros((2, 3, 4)), np.random.default_rng(0))
+
+
+def test_anchor_measures_on_known_answers():
+    from armani.evaluation.anchors import fidelity, kept_region_psnr, silhouette_iou, summarise_psnr
+
+    assert fidelity(0.75, 0.5, 1.0) == pytest.approx(0.5)
+    assert fidelity(0.4, 0.5, 1.0) == pytest.approx(-0.2)  # worse than ignoring the prompt
+    assert fidelity(None, 0.5, 1.0) is None and fidelity(0.7, 0.5, 0.5) is None
+    a = np.zeros((2, 4, 4), bool)
+    b = np.zeros((2, 4, 4), bool)
+    a[0, :2] = True  # 8 pixels
+    b[0, :, :2] = True  # 8 pixels, 4 shared
+    assert silhouette_iou(a, b).tolist() == pytest.approx([4 / 12, 1.0])  # two empty masks agree
+    ref = np.full((2, 4, 4, 3), 100, np.uint8)
+    img = ref.copy()
+    img[0] += 10  # error 10 everywhere in image 0
+    keep = np.ones((2, 4, 4), bool)
+    psnr = kept_region_psnr(img, ref, keep)
+    assert psnr[0] == pytest.approx(20 * np.log10(255 / 10)) and np.isinf(psnr[1])
+    summary = summarise_psnr(psnr)
+    assert summary["exact"] == 0.5 and summary["mean_db"] == pytest.approx((psnr[0] + 99) / 2)
+    img[1, 0, 0] = 0  # outside the kept region: does not count
+    keep[1, 0, 0] = False
+    assert np.isinf(kept_region_psnr(img, ref, keep)[1])
 
 
 # -- pipelines and the CLI ------------------------------------------------------------------------
@@ -330,6 +390,36 @@ def test_cli_end_to_end_on_tiny(tiny_run, classifier_dir, tmp_path, capsys, monk
     trusted = [v["accuracy"] for v in report["attributes"].values() if v["trusted"]]
     assert report["part_accuracy"] == (pytest.approx(np.mean(trusted)) if trusted else None)
     assert fig.is_file() and fig.stat().st_size > 1000
+    # Anchors: real renders of the prompts are read far better than random garments are.
+    ceiling, floor = report["anchors"]["ceiling"], report["anchors"]["floor"]
+    # The tiny classifier trusts no attribute and reads few well; category it reads best.
+    assert ceiling["attributes"]["category"] > floor["attributes"]["category"]
+    assert set(ceiling["attributes"]) == set(report["attributes"])
+    assert ceiling["fid"] < floor["fid"]
+    assert ceiling["maskclip_score"] > floor["maskclip_score"]
+    assert report["part_accuracy"] is None and report["fidelity"]["part_accuracy"] is None
+    assert report["fidelity"]["maskclip_score"] == pytest.approx(
+        (report["maskclip_score"] - floor["maskclip_score"]) / (ceiling["maskclip_score"] - floor["maskclip_score"]))
+    iou = report["controls"]["silhouette_iou"]
+    assert 0 <= iou["floor"] < iou["ceiling"] <= 1 and 0 <= iou["value"] <= 1  # the tiny segmenter is rough
+    assert "floor" in printed and "silhouette IoU (canny sketch)" in printed
+
+
+def test_partial_task_reports_the_kept_region(tiny_run, classifier_dir, tmp_path):
+    from armani import evaluate
+    from armani.evaluation import load_any_pipeline
+
+    pipe = load_any_pipeline(tiny_run)
+    cfg = evaluate.EvalConfig(checkpoint=str(tiny_run), classifier=str(classifier_dir), num_prompts=2,
+                              samples_per_prompt=1, task="partial", progress=False, inception="off")
+    report = evaluate.evaluate(cfg, pipe)
+    psnr = report["controls"]["kept_region_psnr"]
+    assert psnr["value"]["exact"] == 1.0  # pasted back
+    assert psnr["model_only"]["mean_db"] < 60 and psnr["floor"]["mean_db"] < 60
+    pipe.settings.composite_partial = False
+    report = evaluate.evaluate(cfg, pipe)
+    psnr = report["controls"]["kept_region_psnr"]
+    assert psnr["value"] == psnr["model_only"] and psnr["value"]["exact"] == 0.0
 
 
 def test_cli_reports_bad_inputs_clearly(tiny_run, tmp_path, capsys):

@@ -53,6 +53,7 @@ class EvalConfig:
     clip_model: str | None = None
     seed: int = 0
     progress: bool = True
+    sketch_style: str = "canny"  # canny (the training transform) | drawn (hand-drawn-style strokes)
 
 
 def _images_to_tensor(images) -> torch.Tensor:
@@ -97,73 +98,180 @@ def _judge(cfg: EvalConfig, pipe):
     return None
 
 
-def evaluate(cfg: EvalConfig, pipe=None) -> dict:
-    """Generate for every prompt and score the images; returns the report dict."""
-    from tqdm.auto import tqdm
-
-    from armani.evaluation import load_any_pipeline
+def _attribute_report(preds: list[dict], targets: list[dict], validation: dict | None) -> tuple[dict, float | None]:
+    """Per-attribute accuracy of classifier readings against the prompts' records, with the
+    trust flag of each attribute; and the mean over trusted attributes (the part accuracy)."""
     from armani.evaluation.attributes import ATTRIBUTE_KEYS, attribute_accuracy
-    from armani.evaluation.metrics import (
-        choose_extractors, clip_score, frechet_distance, inception_score, maskclip_scores, openclip_scorer, to_uint8,
-    )
-    from armani.evaluation.prompts import TASKS, default_prompts, load_prompts, make_controls, render_reference
+
+    acc = attribute_accuracy(preds, targets)
+    real_acc = (validation or {}).get("accuracy", {})
+    attributes = {}
+    for key in ATTRIBUTE_KEYS:
+        r = real_acc.get(key)
+        attributes[key] = {"accuracy": acc[key], "classifier_real_accuracy": r,
+                           "trusted": r is not None and r >= TRUST_THRESHOLD}
+    trusted = [v["accuracy"] for v in attributes.values() if v["trusted"]]
+    return attributes, (float(np.mean(trusted)) if trusted else None)
+
+
+def _task_setup(cfg: EvalConfig, pipe=None):
+    """Validate ``cfg``; return (prompts, image size, control settings) for its task."""
+    from armani.evaluation.prompts import SKETCH_STYLES, TASKS, default_prompts, load_prompts
 
     if cfg.task not in TASKS:
         raise ValueError(f"--task must be one of {TASKS}, got {cfg.task!r}")
+    if cfg.sketch_style not in SKETCH_STYLES:
+        raise ValueError(f"--sketch-style must be one of {SKETCH_STYLES}, got {cfg.sketch_style!r}")
     if cfg.samples_per_prompt < 1:
         raise ValueError("--samples-per-prompt must be >= 1")
+    prompts = load_prompts(cfg.prompts) if cfg.prompts else default_prompts(cfg.num_prompts, cfg.split, cfg.seed)
+    settings = getattr(pipe, "settings", None)
+    size = int(getattr(pipe, "image_size", 64))
+    control_kwargs = dict(keep_fraction=getattr(settings, "keep_fraction", 0.25),
+                          sketch_thresholds=(getattr(settings, "sketch_low", 100), getattr(settings, "sketch_high", 200)),
+                          sketch_style=cfg.sketch_style)
+    return prompts, size, control_kwargs
+
+
+def _controls(prompts: list[dict], cfg: EvalConfig, size: int, control_kwargs: dict) -> list:
+    """The task's controls of every prompt (seeded by ``cfg.seed`` and the prompt's index)."""
+    from armani.evaluation.prompts import make_controls
+
+    return [make_controls(p["attributes"], cfg.task, size, np.random.default_rng([cfg.seed, i, 1]), **control_kwargs)
+            for i, p in enumerate(prompts)]
+
+
+def score_anchors(cfg: EvalConfig, prompts: list[dict], controls: list, size: int, classifier=None,
+                  validation: dict | None = None, extractor=None, judge=None) -> tuple[dict, dict]:
+    """The floor and ceiling of every figure for these prompts, independent of any model.
+
+    Returns ``(anchors, control_anchors)``: ``anchors[ceiling|floor]`` hold part accuracy,
+    per-attribute accuracy, MaskCLIP score and FID against the real set; ``control_anchors``
+    the silhouette IoU's ceiling/floor (sketch tasks) and the kept-region PSNR's floor
+    (partial tasks). The real set is ``samples_per_prompt`` renders of each prompt (the set
+    FID compares generated images with); the ceiling's FID compares it with a second,
+    independent set of renders.
+    """
+    from armani.evaluation.anchors import garment_masks, kept_region_psnr, silhouette_iou, summarise_psnr
+    from armani.evaluation.metrics import frechet_distance, maskclip_scores
+    from armani.evaluation.prompts import random_garment, render_reference
+
+    k = cfg.samples_per_prompt
+    floor_split = cfg.split if not cfg.prompts else "val"
+    sets = {"real": _real_set(prompts, cfg, size), "ceiling": [], "floor": []}
+    for i, prompt in enumerate(prompts):
+        for j in range(k):
+            sets["ceiling"].append(render_reference(prompt["attributes"], size,
+                                                    np.random.default_rng([cfg.seed, i, 5, j])))
+            sets["floor"].append(random_garment(size, np.random.default_rng([cfg.seed, i, 4, j]), floor_split))
+    u8 = {name: _u8_tensor(images) for name, images in sets.items()}
+    targets = [p["attributes"] for p in prompts for _ in range(k)]
+    texts = [p["text"] for p in prompts for _ in range(k)]
+    anchors: dict[str, dict] = {
+        "ceiling": {"what": "real renders of each prompt's attributes"},
+        "floor": {"what": f"real renders of random {floor_split} garments (the prompt ignored)"},
+    }
+    for name in ("ceiling", "floor"):
+        images = u8["real" if name == "ceiling" else name]
+        if classifier is not None:
+            attrs, part = _attribute_report(classifier.predict(_to_float(images)), targets, validation)
+            anchors[name]["part_accuracy"] = part
+            anchors[name]["attributes"] = {key: v["accuracy"] for key, v in attrs.items()}
+        if extractor is not None and len(images) >= 2:
+            anchors[name]["fid"] = frechet_distance(u8["real"], u8[name], extractor)
+        if judge is not None:
+            tokenizer, segmenter, mc, _ = judge
+            anchors[name]["maskclip_score"] = float(maskclip_scores(_to_float(images), texts, tokenizer, segmenter,
+                                                                    mc).mean())
+    control_anchors: dict[str, dict] = {}
+    references = [c.reference for c in controls for _ in range(k)]
+    if cfg.task.endswith("sketch") and judge is not None:
+        segmenter = judge[1]
+        target = np.stack([c.reference_mask for c in controls for _ in range(k)]) > 0
+        iou = lambda images: float(silhouette_iou(garment_masks(_to_float(images), segmenter), target).mean())  # noqa
+        control_anchors["silhouette_iou"] = {"ceiling": iou(_u8_tensor(references)), "floor": iou(u8["floor"])}
+    if cfg.task.endswith("partial"):
+        keep = np.stack([c.keep_mask for c in controls for _ in range(k)])
+        control_anchors["kept_region_psnr"] = {
+            "floor": summarise_psnr(kept_region_psnr(_hwc(u8["floor"]), np.stack(references), keep))}
+    return anchors, control_anchors
+
+
+def _u8_tensor(arrays) -> torch.Tensor:
+    """uint8 (H, W, 3) arrays -> uint8 (N, 3, H, W)."""
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+def _to_float(u8: torch.Tensor) -> torch.Tensor:
+    return u8.float() / 127.5 - 1.0
+
+
+def _hwc(u8: torch.Tensor) -> np.ndarray:
+    return u8.permute(0, 2, 3, 1).numpy()
+
+
+def evaluate(cfg: EvalConfig, pipe=None) -> dict:
+    """Generate for every prompt and score the images; returns the report dict.
+
+    Beside the generated images the same measures score two anchor sets
+    (:func:`score_anchors`, :mod:`armani.evaluation.anchors`): real renders of the prompts
+    (``anchors.ceiling``) and random real garments that ignore the prompt
+    (``anchors.floor``); ``fidelity`` puts the part accuracy and the MaskCLIP score on that
+    scale. Sketch tasks add the silhouette IoU of the output with the sketched garment
+    (``controls.silhouette_iou``), partial tasks the PSNR of the kept region.
+    """
+    from tqdm.auto import tqdm
+
+    from armani.evaluation import load_any_pipeline
+    from armani.evaluation.anchors import fidelity, garment_masks, kept_region_psnr, silhouette_iou, summarise_psnr
+    from armani.evaluation.metrics import (
+        choose_extractors, clip_score, frechet_distance, inception_score, maskclip_scores, openclip_scorer, to_uint8,
+    )
+    from armani.evaluation.prompts import task_uses_text
+
+    _task_setup(cfg)  # fail on bad settings before loading anything
     started = time.perf_counter()
     classifier, validation, classifier_path = _load_classifier(cfg.classifier)  # fail before generating
     if pipe is None:
         pipe = load_any_pipeline(cfg.checkpoint)
-    prompts = load_prompts(cfg.prompts) if cfg.prompts else default_prompts(cfg.num_prompts, cfg.split, cfg.seed)
-    size = int(getattr(pipe, "image_size", 64))
+    prompts, size, control_kwargs = _task_setup(cfg, pipe)
     settings = getattr(pipe, "settings", None)
-    keep_fraction = getattr(settings, "keep_fraction", 0.25)
-    thresholds = (getattr(settings, "sketch_low", 100), getattr(settings, "sketch_high", 200))
+    controls = _controls(prompts, cfg, size, control_kwargs)
+    uses_text = task_uses_text(cfg.task)
 
     # -- generate ------------------------------------------------------------------------------
-    generated, real, texts, targets = [], [], [], []
+    generated, uncomposited, texts, targets = [], [], [], []
     gen_seconds = 0.0
     k = cfg.samples_per_prompt
-    for i, prompt in enumerate(tqdm(prompts, desc=f"generating ({cfg.task})", unit="prompt",
-                                    disable=not cfg.progress)):
-        controls = make_controls(prompt["attributes"], cfg.task, size, np.random.default_rng([cfg.seed, i, 1]),
-                                 keep_fraction=keep_fraction, sketch_thresholds=thresholds)
+    for i, (prompt, control) in enumerate(tqdm(list(zip(prompts, controls)), desc=f"generating ({cfg.task})",
+                                               unit="prompt", disable=not cfg.progress)):
         t0 = time.perf_counter()
-        out = pipe(text=prompt["text"], num_images=k, seed=cfg.seed * 100_003 + i, **controls.pipeline_kwargs())
+        out = pipe(text=prompt["text"] if uses_text else None, num_images=k, seed=cfg.seed * 100_003 + i,
+                   **control.pipeline_kwargs())
         gen_seconds += time.perf_counter() - t0
         images = _images_to_tensor(out.images)  # (k, 3, S, S)
+        if images.shape[-1] != size:
+            raise ValueError(f"the pipeline returned {images.shape[-1]} px images, expected {size} px")
         generated.append(images)
+        raw = getattr(out, "uncomposited", None)
+        uncomposited.append(_images_to_tensor(raw) if raw else images)
         texts += [prompt["text"]] * k
         targets += [prompt["attributes"]] * k
-        side = images.shape[-1]
-        real += [render_reference(prompt["attributes"], side, np.random.default_rng([cfg.seed, i, 2, j]))
-                 for j in range(k)]
     fake = torch.cat(generated)  # (N, 3, S, S) in [-1, 1]
     fake_u8 = to_uint8(fake)
-    real_u8 = torch.from_numpy(np.stack(real)).permute(0, 3, 1, 2).contiguous()  # (N, 3, S, S) uint8
+    real_u8 = _u8_tensor(_real_set(prompts, cfg, size))
 
-    # -- attribute classifier -------------------------------------------------------------------
+    # -- scores of the generated images ----------------------------------------------------------
     attributes: dict[str, dict] = {}
     part_accuracy = None
     count_when_requested: dict[str, float | None] = {}
     if classifier is not None:
         preds = classifier.predict(fake)
-        gen_acc = attribute_accuracy(preds, targets)
-        real_acc = (validation or {}).get("accuracy", {})
-        for key in ATTRIBUTE_KEYS:
-            r = real_acc.get(key)
-            attributes[key] = {"accuracy": gen_acc[key], "classifier_real_accuracy": r,
-                               "trusted": r is not None and r >= TRUST_THRESHOLD}
-        trusted = [v["accuracy"] for v in attributes.values() if v["trusted"]]
-        part_accuracy = float(np.mean(trusted)) if trusted else None
+        attributes, part_accuracy = _attribute_report(preds, targets, validation)
         for part in ("button", "pocket"):
             idx = [j for j, t in enumerate(targets) if t["parts"].get(part, 0) > 0]
             count_when_requested[part] = (float(np.mean([preds[j]["parts"].get(part, 0) == targets[j]["parts"][part]
                                                          for j in idx])) if idx else None)
-
-    # -- image metrics ---------------------------------------------------------------------------
     extractor = choose_extractors(classifier, cfg.inception)
     fid = is_mean = is_std = None
     if extractor is not None:
@@ -173,11 +281,34 @@ def evaluate(cfg: EvalConfig, pipe=None) -> dict:
     clip = clip_score(scorer, fake_u8, texts) if scorer is not None else "unavailable"
     judge = _judge(cfg, pipe)
     maskclip = "unavailable"
-    judge_name = None
     if judge is not None:
-        tokenizer, segmenter, mc, judge_name = judge
+        tokenizer, segmenter, mc, _ = judge
         maskclip = float(maskclip_scores(fake, texts, tokenizer, segmenter, mc).mean())
 
+    # -- anchors and controls --------------------------------------------------------------------
+    anchors, control_anchors = score_anchors(cfg, prompts, controls, size, classifier, validation, extractor, judge)
+    controls_report: dict[str, dict] = {}
+    if "silhouette_iou" in control_anchors:
+        target = np.stack([c.reference_mask for c in controls for _ in range(k)]) > 0
+        value = float(silhouette_iou(garment_masks(fake, judge[1]), target).mean())
+        a = control_anchors["silhouette_iou"]
+        controls_report["silhouette_iou"] = {
+            "value": value, **a, "fidelity": fidelity(value, a["floor"], a["ceiling"]),
+            "what": "IoU of the segmenter's garment mask with the sketched garment's exact mask; ceiling: the "
+                    "segmenter on the render the sketch was drawn from; floor: on a random garment",
+            "sketch_style": cfg.sketch_style}
+    if "kept_region_psnr" in control_anchors:
+        refs = np.stack([c.reference for c in controls for _ in range(k)])
+        keep = np.stack([c.keep_mask for c in controls for _ in range(k)])
+        controls_report["kept_region_psnr"] = {
+            "value": summarise_psnr(kept_region_psnr(_hwc(fake_u8), refs, keep)),
+            "model_only": summarise_psnr(kept_region_psnr(_hwc(to_uint8(torch.cat(uncomposited))), refs, keep)),
+            **control_anchors["kept_region_psnr"],
+            "what": "PSNR (dB) inside the keep-mask between the output and the partial image; model_only: the "
+                    "model's own decoding before the pipeline pasted the region back; floor: a random garment",
+            "keep_fraction": float(keep.mean())}
+
+    maskclip_value = maskclip if isinstance(maskclip, float) else None
     return {
         "checkpoint": cfg.checkpoint or "shipped (checkpoints/armani)",
         "pipeline": type(pipe).__name__,
@@ -189,11 +320,19 @@ def evaluate(cfg: EvalConfig, pipe=None) -> dict:
                                                                             "no attribute classifier)",
         "clip_score": clip,
         "maskclip_score": maskclip,
-        "maskclip_judge": judge_name,
+        "maskclip_judge": judge[3] if judge is not None else None,
         "part_accuracy": part_accuracy,
         "attributes": attributes,
         "trusted_attributes": [k for k, v in attributes.items() if v["trusted"]],
         "count_accuracy_when_requested": count_when_requested,
+        "anchors": anchors,
+        "fidelity": {
+            "part_accuracy": fidelity(part_accuracy, anchors["floor"].get("part_accuracy"),
+                                      anchors["ceiling"].get("part_accuracy")),
+            "maskclip_score": fidelity(maskclip_value, anchors["floor"].get("maskclip_score"),
+                                       anchors["ceiling"].get("maskclip_score")),
+            "what": "(x - floor) / (ceiling - floor): 0 = no better than a random garment, 1 = a real render"},
+        "controls": controls_report,
         "classifier": classifier_path if classifier is not None else None,
         "classifier_validation": validation,
         "counts": {"prompts": len(prompts), "samples_per_prompt": k, "generated_images": len(fake_u8),
@@ -209,6 +348,52 @@ def evaluate(cfg: EvalConfig, pipe=None) -> dict:
     }
 
 
+def _real_set(prompts: list[dict], cfg: EvalConfig, size: int) -> list[np.ndarray]:
+    """``samples_per_prompt`` renders of every prompt's attributes: the real set FID compares with."""
+    from armani.evaluation.prompts import render_reference
+
+    return [render_reference(p["attributes"], size, np.random.default_rng([cfg.seed, i, 2, j]))
+            for i, p in enumerate(prompts) for j in range(cfg.samples_per_prompt)]
+
+
+def anchors_report(cfg: EvalConfig, pipe=None) -> dict:
+    """Only the anchors of ``cfg``'s prompts, scored as :func:`evaluate` scores them but
+    without generating: ``{"anchors", "controls", "fidelity"}`` in the layout of its report
+    (``fidelity`` of ``report``'s values when one is given). For reports made before anchors
+    existed. ``pipe`` (default: ``cfg.checkpoint``) gives the image size and the MaskCLIP judge."""
+    from armani.evaluation import load_any_pipeline
+    from armani.evaluation.metrics import choose_extractors
+
+    _task_setup(cfg)
+    classifier, validation, _ = _load_classifier(cfg.classifier)
+    if pipe is None:
+        pipe = load_any_pipeline(cfg.checkpoint)
+    prompts, size, control_kwargs = _task_setup(cfg, pipe)
+    controls = _controls(prompts, cfg, size, control_kwargs)
+    anchors, control_anchors = score_anchors(cfg, prompts, controls, size, classifier, validation,
+                                             choose_extractors(classifier, cfg.inception), _judge(cfg, pipe))
+    return {"anchors": anchors, "controls": control_anchors}
+
+
+def add_anchors(report: dict, extra: dict) -> dict:
+    """Merge :func:`anchors_report`'s output into an older ``report`` (in place) and compute
+    its ``fidelity``; the report's own measured values are not touched."""
+    from armani.evaluation.anchors import fidelity
+
+    report["anchors"] = extra["anchors"]
+    floor, top = extra["anchors"]["floor"], extra["anchors"]["ceiling"]
+    mc = report.get("maskclip_score")
+    report["fidelity"] = {
+        "part_accuracy": fidelity(report.get("part_accuracy"), floor.get("part_accuracy"), top.get("part_accuracy")),
+        "maskclip_score": fidelity(mc if isinstance(mc, float) else None, floor.get("maskclip_score"),
+                                   top.get("maskclip_score")),
+        "what": "(x - floor) / (ceiling - floor): 0 = no better than a random garment, 1 = a real render"}
+    controls = report.setdefault("controls", {})
+    for key, anchors in extra["controls"].items():
+        controls.setdefault(key, {}).update(anchors)
+    return report
+
+
 def _fmt(value) -> str:
     if value is None:
         return "-"
@@ -217,24 +402,49 @@ def _fmt(value) -> str:
     return str(value)
 
 
+def _anchored(report: dict, key: str, value) -> str:
+    """``value`` with the floor and ceiling of ``key`` beside it, when the report has them."""
+    anchors = report.get("anchors") or {}
+    floor, top = (anchors.get(a, {}).get(key) for a in ("floor", "ceiling"))
+    if floor is None and top is None:
+        return _fmt(value)
+    text = f"{_fmt(value)}  (floor {_fmt(floor)}, ceiling {_fmt(top)}"
+    fid = (report.get("fidelity") or {}).get(key)
+    return text + (f"; fidelity {fid:.2f})" if isinstance(fid, float) else ")")
+
+
 def format_table(report: dict) -> str:
-    """The report as a two-column (metric, value) text table, then one row per attribute."""
+    """The report as a two-column (metric, value) text table, then one row per attribute.
+    Prompt-following figures carry their floor (a random real garment) and ceiling (a real
+    render of the prompt) beside them."""
     rows = [
-        ("FID", _fmt(report["fid"])),
+        ("FID", _anchored(report, "fid", report["fid"])),
         ("IS (mean +- std)", f"{_fmt(report['is']['mean'])} +- {_fmt(report['is']['std'])}"),
         ("feature extractor", report["feature_extractor"]),
         ("CLIPScore", _fmt(report["clip_score"])),
-        ("MaskCLIP score", _fmt(report["maskclip_score"])),
-        ("part accuracy (trusted)", _fmt(report["part_accuracy"])),
-        ("seconds per image", _fmt(report["seconds_per_image"])),
-        ("images", str(report["counts"]["generated_images"])),
+        ("MaskCLIP score", _anchored(report, "maskclip_score", report["maskclip_score"])),
+        ("part accuracy (trusted)", _anchored(report, "part_accuracy", report["part_accuracy"])),
     ]
+    controls = report.get("controls") or {}
+    if "silhouette_iou" in controls:
+        c = controls["silhouette_iou"]
+        rows.append((f"silhouette IoU ({c['sketch_style']} sketch)",
+                     f"{_fmt(c['value'])}  (floor {_fmt(c['floor'])}, ceiling {_fmt(c['ceiling'])})"))
+    if "kept_region_psnr" in controls:
+        c = controls["kept_region_psnr"]
+        psnr = lambda d: ("exact" if d["exact"] == 1 else _fmt(d["mean_db"]))  # noqa: E731
+        rows.append(("kept-region PSNR dB", f"{psnr(c['value'])}  (model alone {psnr(c['model_only'])}, "
+                                            f"floor {psnr(c['floor'])})"))
+    rows += [("seconds per image", _fmt(report["seconds_per_image"])),
+             ("images", str(report["counts"]["generated_images"]))]
     for part, acc in report["count_accuracy_when_requested"].items():
         rows.append((f"{part} count (prompts with {part}s)", _fmt(acc)))
+    anchors = report.get("anchors") or {}
     for key, v in report["attributes"].items():
         trust = "trusted" if v["trusted"] else "not trusted"
-        rows.append((f"acc {key}", f"{v['accuracy']:.3f}  (classifier on real: {_fmt(v['classifier_real_accuracy'])}, "
-                                   f"{trust})"))
+        floor, top = (anchors.get(a, {}).get("attributes", {}).get(key) for a in ("floor", "ceiling"))
+        rows.append((f"acc {key}", f"{v['accuracy']:.3f}  (floor {_fmt(floor)}, ceiling {_fmt(top)}; "
+                                   f"classifier on real: {_fmt(v['classifier_real_accuracy'])}, {trust})"))
     width = max(len(r[0]) for r in rows)
     line = "-" * (width + 50)
     return "\n".join([f"{'metric':<{width}}  value", line, *(f"{m:<{width}}  {v}" for m, v in rows)])
@@ -281,7 +491,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", help="saved pipeline folder or training run dir (default: the shipped one)")
     p.add_argument("--prompts", help="JSON-lines prompt file {text, attributes}")
-    p.add_argument("--task", default="text", choices=("text", "text+sketch", "text+partial"))
+    p.add_argument("--task", default="text", choices=("text", "text+sketch", "text+partial", "sketch", "partial"),
+                   help="what the pipeline is given: the prompt's text, a sketch and/or a partial image of a render "
+                        "of its attributes ('sketch' / 'partial': the control alone, no text)")
+    p.add_argument("--sketch-style", default="canny", choices=("canny", "drawn"),
+                   help="canny: edges of the render (as in training); drawn: hand-drawn-style strokes "
+                        "(thicker, wobbly, unclosed) of its outline")
     p.add_argument("--samples-per-prompt", type=int, default=2)
     p.add_argument("--num-prompts", type=int, default=50, help="procedural prompts (without --prompts)")
     p.add_argument("--split", default="val", choices=("val", "heldout"))
@@ -305,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
                      samples_per_prompt=args.samples_per_prompt, num_prompts=args.num_prompts, split=args.split,
                      classifier=args.classifier, judge=args.judge, inception=args.inception,
                      clip_weights=args.clip_weights, clip_model=args.clip_model, seed=args.seed,
-                     progress=not args.no_progress)
+                     progress=not args.no_progress, sketch_style=args.sketch_style)
     try:
         report = evaluate(cfg)
     except (FileNotFoundError, ValueError, ImportError) as err:

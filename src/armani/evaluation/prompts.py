@@ -24,7 +24,8 @@ import numpy as np
 from armani.data.garments import CATEGORIES, COLORS, PATTERNS, SLEEVES, render_garment
 from armani.parts import PART_NAMES
 
-TASKS: tuple[str, ...] = ("text", "text+sketch", "text+partial")
+TASKS: tuple[str, ...] = ("text", "text+sketch", "text+partial", "sketch", "partial")
+SKETCH_STYLES: tuple[str, ...] = ("canny", "drawn")
 _RECORD_KEYS = ("category", "color", "pattern", "sleeve", "parts", "pocket_side")
 
 
@@ -116,12 +117,26 @@ def save_prompts(prompts: list[dict], path: str | Path) -> Path:
 
 def render_reference(attributes: dict, size: int, rng: np.random.Generator) -> np.ndarray:
     """A real render of ``attributes``: uint8 (size, size, 3) RGB (``size`` >= 32)."""
-    image, _ = render_garment(attributes, max(32, int(size)), rng)
+    return render_reference_with_mask(attributes, size, rng)[0]
+
+
+def render_reference_with_mask(attributes: dict, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`render_reference` and its exact part mask, uint8 (size, size) part ids."""
+    image, mask = render_garment(attributes, max(32, int(size)), rng)
     if image.shape[0] != size:
         import cv2
 
         image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
-    return image
+        mask = cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST)
+    return image, mask
+
+
+def random_garment(size: int, rng: np.random.Generator, split: str = "val") -> np.ndarray:
+    """A real render of a random garment of ``split`` that ignores any prompt: the floor
+    every prompt-following figure is read against."""
+    from armani.data.synthetic import sample_attributes
+
+    return render_reference(sample_attributes(rng, split), size, rng)
 
 
 @dataclass
@@ -132,6 +147,7 @@ class Controls:
     partial: np.ndarray | None = None  # uint8 (S, S, 3) the render (the pipeline blanks outside keep)
     keep_mask: np.ndarray | None = None  # bool (S, S), True = kept
     reference: np.ndarray | None = None  # uint8 (S, S, 3) the render the controls came from
+    reference_mask: np.ndarray | None = None  # uint8 (S, S) its exact part ids (0 = background)
 
     def pipeline_kwargs(self) -> dict:
         from PIL import Image
@@ -145,17 +161,37 @@ class Controls:
         return out
 
 
+def task_uses_text(task: str) -> bool:
+    """Whether the pipeline gets the prompt's text in ``task`` ("sketch" / "partial" alone do not)."""
+    return task.startswith("text")
+
+
 def make_controls(attributes: dict, task: str, size: int, rng: np.random.Generator,
-                  keep_fraction: float = 0.25, sketch_thresholds: tuple[int, int] = (100, 200)) -> Controls:
-    """Render ``attributes`` once and derive the ``task``'s controls from it (training transforms)."""
+                  keep_fraction: float = 0.25, sketch_thresholds: tuple[int, int] = (100, 200),
+                  sketch_style: str = "canny") -> Controls:
+    """Render ``attributes`` once and derive the ``task``'s controls from it.
+
+    The sketch is the render's Canny edge map (the training transform) or, with
+    ``sketch_style="drawn"``, a hand-drawn-style sketch of its part mask
+    (:func:`armani.data.drawn_sketch.drawn_sketch`: thicker, wobbly, unclosed strokes). The
+    partial image keeps a random ``keep_fraction`` crop (the training transform too).
+    """
     from armani.data.transforms import canny_sketch, random_keep_mask
 
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    if sketch_style not in SKETCH_STYLES:
+        raise ValueError(f"sketch_style must be one of {SKETCH_STYLES}, got {sketch_style!r}")
     if task == "text":
         return Controls()
-    reference = render_reference(attributes, size, rng)
-    if task == "text+sketch":
-        return Controls(sketch=canny_sketch(reference, *sketch_thresholds), reference=reference)
+    reference, mask = render_reference_with_mask(attributes, size, rng)
+    if task.endswith("sketch"):
+        if sketch_style == "drawn":
+            from armani.data.drawn_sketch import drawn_sketch
+
+            sketch = drawn_sketch(mask, rng)
+        else:
+            sketch = canny_sketch(reference, *sketch_thresholds)
+        return Controls(sketch=sketch, reference=reference, reference_mask=mask)
     keep = random_keep_mask(size, size, rng, keep_fraction)
-    return Controls(partial=reference, keep_mask=keep, reference=reference)
+    return Controls(partial=reference, keep_mask=keep, reference=reference, reference_mask=mask)
