@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -87,6 +88,24 @@ def test_user_keep_region(tiny_pipeline):
     out = tiny_pipeline(text="jacket", partial=_photo(), partial_keep_mask=keep, num_images=1)
     kept = np.asarray(out.keep_mask) > 0
     assert kept[: kept.shape[0] // 3].mean() > 0.5 and kept[-kept.shape[0] // 4 :].mean() == 0
+
+
+def test_kept_region_is_pasted_back_and_blended(tiny_pipeline):
+    photo = _photo()
+    out = tiny_pipeline(text="jacket", partial=photo, num_images=2, seed=3)
+    kept = np.asarray(out.keep_mask) > 0
+    given = np.asarray(out.partial)  # the partial image as the model saw it (grey outside)
+    for image, raw in zip(out.images, out.uncomposited):
+        image, raw = np.asarray(image), np.asarray(raw)
+        assert np.array_equal(image[kept], given[kept])  # the kept pixels, exactly
+        assert not np.array_equal(raw[kept], given[kept])  # the model alone does not copy them
+        far = cv2.dilate(kept.astype(np.uint8), np.ones((9, 9), np.uint8)) == 0
+        assert np.array_equal(image[far], raw[far])  # away from the seam, the generated pixels
+        ring = ~kept & ~far  # the seam: between the two
+        assert ring.any() and not np.array_equal(image[ring], raw[ring])
+    plain = tiny_pipeline(text="jacket", partial=photo, num_images=2, seed=3, composite_partial=False)
+    assert plain.uncomposited is None
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(plain.images, out.uncomposited))
 
 
 @pytest.mark.parametrize("kwargs, message", [
