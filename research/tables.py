@@ -131,11 +131,41 @@ METRICS: tuple[Metric, ...] = (
     Metric("maskclip_score", "MaskCLIP score", "higher"),
     Metric("clip_score", "CLIPScore", "higher"),
     Metric("part_accuracy", "part accuracy", "higher"),
+    Metric("fidelity.part_accuracy", "prompt fidelity", "higher"),
+    Metric("controls.silhouette_iou.value", "silhouette IoU", "higher"),
+    Metric("controls.kept_region_psnr.model_only.mean_db", "kept region, model (dB)", "higher"),
     Metric("count_accuracy_when_requested.button", "button count (asked)", "higher", in_table=False),
     Metric("count_accuracy_when_requested.pocket", "pocket count (asked)", "higher", in_table=False),
     Metric("seconds_per_image", "s / image", "lower", in_table=False),
 )
 METRIC_BY_KEY = {m.key: m for m in METRICS}
+
+# Where a report keeps each metric's anchors (see armani.evaluation.anchors): the ceiling is
+# a real render of the prompt, the floor a random real garment that ignores it. Fidelity is
+# 1 and 0 on them by definition; the kept region of a real render is the partial image itself.
+ANCHOR_KEYS: dict[str, dict[str, str | float | None]] = {
+    "fid": {"ceiling": "anchors.ceiling.fid", "floor": "anchors.floor.fid"},
+    "maskclip_score": {"ceiling": "anchors.ceiling.maskclip_score", "floor": "anchors.floor.maskclip_score"},
+    "part_accuracy": {"ceiling": "anchors.ceiling.part_accuracy", "floor": "anchors.floor.part_accuracy"},
+    "fidelity.part_accuracy": {"ceiling": 1.0, "floor": 0.0},
+    "controls.silhouette_iou.value": {"ceiling": "controls.silhouette_iou.ceiling",
+                                      "floor": "controls.silhouette_iou.floor"},
+    "controls.kept_region_psnr.model_only.mean_db": {"ceiling": None,
+                                                     "floor": "controls.kept_region_psnr.floor.mean_db"},
+}
+ANCHOR_LABELS = {"ceiling": "real render of the prompt (ceiling)", "floor": "random real garment (floor)"}
+
+
+def read_anchor(report: dict, metric: str, which: str) -> float | None:
+    """The ``which`` ("ceiling" | "floor") anchor of ``metric`` in one report (None if absent)."""
+    where = ANCHOR_KEYS.get(metric, {}).get(which)
+    if where is None or not report.get("anchors"):
+        return None
+    if not isinstance(where, str):
+        return float(where)
+    value = _dig(report, where)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(
+        value) else None
 
 
 @dataclass
@@ -251,8 +281,11 @@ def aggregate(reports: list[dict]) -> dict:
         trusted = [bool((r.get("attributes") or {}).get(key, {}).get("trusted")) for r in reports]
         attributes[key] = {**stats(values), "trusted": all(trusted)}
     first = reports[0] if reports else {}
+    anchors = {which: {m: stats([read_anchor(r, m, which) for r in reports]) for m in ANCHOR_KEYS}
+               for which in ANCHOR_LABELS}
     return {
         "metrics": metrics,
+        "anchors": anchors,
         "attributes": attributes,
         "feature_extractor": first.get("feature_extractor"),
         "maskclip_judge": first.get("maskclip_judge"),
@@ -337,12 +370,14 @@ def _portable(report: dict) -> dict:
 def run_table(methods: list[Method], opts: TableOptions, out: str | Path | None = None,
               pipes: dict[str, Any] | None = None, table: int | None = None, command: str | None = None,
               resume: bool = False, progress: bool = True,
-              evaluate_fn: Callable | None = None) -> dict:
+              evaluate_fn: Callable | None = None, anchors_fn: Callable | None = None) -> dict:
     """Evaluate every ready method on every column and seed; returns the summary (also written
     to ``out/summary.json`` with one report per (method, column, seed) when ``out`` is given).
 
     ``pipes``: already loaded pipelines by name (None = not trained); methods missing from it
-    are loaded here, once each. ``resume``: reuse stored reports made with the same settings.
+    are loaded here, once each. ``resume``: reuse stored reports made with the same settings;
+    a stored report made before reports carried their anchors gets them from ``anchors_fn``
+    (default :func:`armani.evaluate.anchors_report`: no generation) and is written back.
     """
     from tqdm.auto import tqdm
 
@@ -386,6 +421,11 @@ def run_table(methods: list[Method], opts: TableOptions, out: str | Path | None 
                     cfg = _eval_config(m, col, seed, opts)
                     path = out / m.name / col.slug / f"seed{seed}.json" if out is not None else None
                     report = _reusable(path, cfg) if (resume and path is not None) else None
+                    if report is not None and "anchors" not in report:
+                        from armani.evaluate import add_anchors, anchors_report
+
+                        add_anchors(report, (anchors_fn or anchors_report)(cfg, pipe))
+                        path.write_text(json.dumps(report, indent=2))
                     if report is None:
                         report = _portable(evaluate_fn(cfg, pipe=pipe))
                         if path is not None:
@@ -493,6 +533,13 @@ def markdown_table(summary: dict) -> str:
                     text = format_stat(cell["metrics"][m.key])
                     values.append(f"**{text}**" if best.get(m.key) == row["name"] else text)
             lines.append("| " + " | ".join([col["label"], row["label"], *values]) + " |")
+        # The anchors depend on the prompts only, which every method shares: read them from the first cell.
+        anchored = next((c for c in cells.values() if c and c.get("status") == "measured" and any(
+            (c.get("anchors") or {}).get("ceiling", {}).get(m.key, {}).get("n") for m in metrics)), None)
+        if anchored is not None:
+            for which, label in ANCHOR_LABELS.items():
+                values = [format_stat(anchored["anchors"][which].get(m.key)) for m in metrics]
+                lines.append("| " + " | ".join([col["label"], f"*{label}*", *values]) + " |")
     return "\n".join(lines) + "\n\n" + table_notes(summary)
 
 
@@ -509,7 +556,9 @@ def table_notes(summary: dict) -> str:
         f"Mean ± sample std over {len(seeds)} seed(s) ({', '.join(map(str, seeds))}); each seed draws "
         f"{s['num_prompts']} prompts of the split and {s['samples_per_prompt']} sample(s) per prompt "
         "(held-out column: the attribute combinations kept out of training). "
-        "Bold: the best mean of a task (none on a tie).",
+        "Bold: the best mean of a task (none on a tie). The two rows in italics anchor each task: real renders "
+        "of the prompts (ceiling) and random real garments that ignore them (floor), scored the same way; "
+        "prompt fidelity = (part accuracy - floor) / (ceiling - floor).",
         f"FID / IS features: {'; '.join(extractors) or 'unavailable (no Inception weights, no attribute classifier)'}."
         + (" Classifier features give numbers comparable between these rows only, not with the paper's."
            if any(e.startswith("attribute-classifier") for e in extractors) else ""),
