@@ -398,6 +398,8 @@ def run_table(methods: list[Method], opts: TableOptions, out: str | Path | None 
         elif pipes[m.name] is not None:
             m.status = "ready"
     ready = [m for m in methods if pipes.get(m.name) is not None]
+    # Anchors depend on the prompts (column, seed), not on the method: computed once each.
+    anchors_cache: dict[tuple, dict] = {}
     bar = tqdm(total=len(ready) * len(columns) * len(opts.seeds), desc="tables", unit="eval", disable=not progress)
     rows = []
     try:
@@ -424,7 +426,10 @@ def run_table(methods: list[Method], opts: TableOptions, out: str | Path | None 
                     if report is not None and "anchors" not in report:
                         from armani.evaluate import add_anchors, anchors_report
 
-                        add_anchors(report, (anchors_fn or anchors_report)(cfg, pipe))
+                        key = (col.key, seed, int(getattr(pipe, "image_size", 64)))
+                        if key not in anchors_cache:
+                            anchors_cache[key] = (anchors_fn or anchors_report)(cfg, pipe)
+                        add_anchors(report, json.loads(json.dumps(anchors_cache[key])))
                         path.write_text(json.dumps(report, indent=2))
                     if report is None:
                         report = _portable(evaluate_fn(cfg, pipe=pipe))

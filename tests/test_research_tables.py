@@ -177,6 +177,31 @@ def test_resume_reuses_the_stored_reports(table_run, tiny_run, tiny_pipeline, cl
                                evaluate_fn=must_not_run, progress=False, table=2)
     first = json.loads((out / "armani" / "text" / "seed0.json").read_text())
     assert summary["methods"][0]["columns"]["text"]["metrics"]["fid"]["values"][0] == first["fid"]
+    # The anchor rows: read from the reports, the same for every method on a column.
+    cell = summary["methods"][0]["columns"]["text"]
+    assert cell["anchors"]["ceiling"]["fid"]["values"][0] == first["anchors"]["ceiling"]["fid"]
+    assert cell["anchors"]["floor"]["fidelity.part_accuracy"]["mean"] in (0.0, None)
+    table = tables.markdown_table(summary)
+    assert "*real render of the prompt (ceiling)*" in table and "*random real garment (floor)*" in table
+    # A report stored before reports carried anchors gets them without generating again, once
+    # per (column, seed), and is written back.
+    stored = copy / "armani" / "text" / "seed0.json"
+    old = json.loads(stored.read_text())
+    for key in ("anchors", "fidelity"):
+        old.pop(key)
+    stored.write_text(json.dumps(old))
+    calls = []
+
+    def fake_anchors(cfg, pipe):
+        calls.append((cfg.task, cfg.seed))
+        return {"anchors": {"ceiling": {"part_accuracy": 1.0, "fid": 1.0}, "floor": {"part_accuracy": 0.5,
+                                                                                   "fid": 9.0}}, "controls": {}}
+
+    tables.run_table(methods, opts, out=copy, pipes={"armani": tiny_pipeline}, resume=True,
+                     evaluate_fn=must_not_run, anchors_fn=fake_anchors, progress=False, table=2)
+    assert calls == [("text", 0)]
+    again = json.loads(stored.read_text())
+    assert again["anchors"]["floor"]["fid"] == 9.0 and again["fid"] == first["fid"]
     with pytest.raises(AssertionError, match="re-evaluated"):  # other settings: not reusable
         tables.run_table(methods, tables.TableOptions(seeds=(0,), num_prompts=3, samples_per_prompt=1,
                                                       classifier=str(classifier)),
