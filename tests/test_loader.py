@@ -188,6 +188,6 @@ def test_a_missing_mask_column_can_mean_no_masks(tmp_path):
                                                    for i in range(N)))
     with pytest.raises(ValueError, match="no mask column 'mask'"):
         load_garment_dataset(root, caption_column="text", mask_column="mask", cache_dir=tmp_path / "c")
-    ds = load_garment_dataset(root, caption_column="text", mask_column="mask", mask_column_optional=True,
+    ds = load_garment_dataset(root, caption_column="text", mask_column="mask", missing_ok=True,
                               cache_dir=tmp_path / "c")
     assert ds.column_names == list(STANDARD_COLUMNS) and ds["mask"] == [None] * N

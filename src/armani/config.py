@@ -43,6 +43,7 @@ class DataConfig:
     image_column: str = "image"
     caption_column: str = "caption"
     mask_column: str | None = "mask"  # real data: absent from the source = no masks (predicted)
+    attributes_column: str | None = "attributes"  # real data: per-row attribute records, if any
     # Real data (armani.data.prepare): the source's mask labels -> our 15 parts (a preset such as
     # deepfashion_multimodal, a JSON file or "label:part,..."; see armani.data.label_maps).
     label_map: str | None = None
@@ -235,6 +236,14 @@ VARIANTS: dict[str, dict] = {
     # "codebook" in the M6 row's lead in Table 1 (research/README.md).
     "armani_nar": {"transformer": {"causal": False}},
 }
+
+# Opt-in recipe for the sketch codebook (issue 14): edge loss (class-balanced BCE + Dice on
+# edge logits) instead of L1, which decodes a blank page, and 30% hand-drawn-style training
+# sketches so drawings on the canvas are coded too. Not a variant (it composes with any):
+#   python src/armani/train.py --config default --stage all --output runs/X \
+#       sketch_tokenizer.recon_loss=edges sketch_tokenizer.drawn_sketch_prob=0.3
+# It changes only the sketch_tokenizer stage's fingerprint (every other stage can be reused).
+SKETCH_EDGES_OVERRIDES: list[str] = ["sketch_tokenizer.recon_loss=edges", "sketch_tokenizer.drawn_sketch_prob=0.3"]
 
 # Which config sections each stage's result depends on (its own and its inputs').
 STAGE_INPUTS: dict[str, tuple[str, ...]] = {

@@ -50,20 +50,22 @@ def load_garment_dataset(
     mask_column: str | None = None,
     attributes_column: str | None = None,
     cache_dir: str | Path | None = None,
-    mask_column_optional: bool = False,
+    missing_ok: bool = False,
     **load_kwargs: Any,
 ) -> datasets.Dataset:
     """Load ``source`` and return a ``datasets.Dataset`` with columns image, caption, mask, attributes.
 
     ``cache_dir`` and ``load_kwargs`` (e.g. ``name=`` or ``revision=`` for a hub dataset)
     go to ``datasets.load_dataset``. Missing columns raise a ``ValueError`` that lists
-    the columns the source does have; with ``mask_column_optional`` a missing mask column
-    means "no masks" (the training config's default ``mask_column="mask"`` then fits a
-    folder of photos and captions alone).
+    the columns the source does have; with ``missing_ok`` a mask or attributes column the
+    source lacks means "none" (the training config's defaults ``mask_column="mask"`` and
+    ``attributes_column="attributes"`` then fit a folder of photos and captions alone).
     """
     raw = _load_raw(source, split, cache_dir, load_kwargs)
-    if mask_column_optional and mask_column is not None and mask_column not in raw.column_names:
+    if missing_ok and mask_column is not None and mask_column not in raw.column_names:
         mask_column = None
+    if missing_ok and attributes_column is not None and attributes_column not in raw.column_names:
+        attributes_column = None
     return standardize_columns(
         raw,
         image_column=image_column,
@@ -131,7 +133,13 @@ def _load_raw(source: str | Path, split: str | None, cache_dir: str | Path | Non
 
     if path.is_dir():
         if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
-            return _pick_split(datasets.load_from_disk(str(path)), split, str(source))
+            loaded = datasets.load_from_disk(str(path))
+            if isinstance(loaded, datasets.Dataset) and split not in (None, "train"):
+                # One saved dataset without splits is the training split; any other name is
+                # absent, so a run never validates on its own training rows by accident.
+                raise ValueError(f"{source} is one saved dataset without splits: it has no split {split!r} "
+                                 "(only 'train')")
+            return _pick_split(loaded, split, str(source))
         from armani.data.deepfashion import is_deepfashion_multimodal, load_deepfashion_multimodal
 
         if is_deepfashion_multimodal(path):

@@ -359,7 +359,7 @@ def load_source(cfg, split: str) -> datasets.Dataset | None:
     try:
         return load_garment_dataset(cfg.source, split=name, image_column=cfg.image_column,
                                     caption_column=cfg.caption_column, mask_column=cfg.mask_column,
-                                    mask_column_optional=True)
+                                    attributes_column=getattr(cfg, "attributes_column", None), missing_ok=True)
     except (KeyError, ValueError) as err:
         if split == "train":
             raise DataError(f"data.source={cfg.source}: {err}") from err
