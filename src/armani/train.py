@@ -96,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{name}] already finished in {run_dir}; skipping")
             continue
         if name == "attribute_classifier" and cfg.data.source != "procedural":
-            print(f"[{name}] skipped: it learns from the procedural dataset's attribute records, and "
-                  f"data.source={cfg.data.source} has none; attribute-based evaluation (part accuracy in "
+            print(f"[{name}] skipped: it learns the procedural dataset's attribute records, which "
+                  f"data.source={cfg.data.source} does not have; attribute-based evaluation (part accuracy in "
                   "armani.evaluate) uses a classifier trained with data.source=procedural")
             continue
         stage = STAGES[name](cfg, run_dir)
