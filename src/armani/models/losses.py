@@ -1,7 +1,8 @@
 """Stage-1 losses: VQGAN's loss (L1 + perceptual + hinge patch-GAN + commitment) and the
 MaskCLIP semantic loss (paper Eq. 10-11), which stage 2 reuses on softly decoded images.
 
-    L_VQGAN    = l1 + perceptual + w_adapt * disc_weight * gan + commit
+    L_VQGAN    = rec + perceptual + w_adapt * disc_weight * gan + commit
+                 (rec = l1_weight * L1, or l1_weight * (bce + dice) with recon_loss="edges")
     L_semantic = 1 - D(M(G(z)), T)                                  (Eq. 10)
     L_stage1   = lambda_vq * L_VQGAN + lambda_semantic * L_semantic (Eq. 11; 0.9 / 0.1)
 
@@ -15,6 +16,9 @@ VQGAN (Esser et al. 2021):
   (validation), where the ratio cannot be measured.
 - The commitment loss is the quantiser's own (``VQGANOutput.commit_loss``, already times
   ``commitment_weight``); the codebook learns by EMA, so there is no codebook term.
+- With ``recon_loss="edges"`` (sketch codebooks) the L1 term is replaced by
+  :func:`edge_loss` on the decoder's edge logits (class-balanced BCE + soft Dice); ``l1`` is
+  still reported, on the decoded image, but not trained on.
 - The semantic loss averages over the batch; D is MaskCLIP's pair similarity between the
   image (with the segmenter's soft part masks) and its own caption. Segmenter and MaskCLIP
   are frozen (``requires_grad_(False)``, eval) but differentiable, so the gradient reaches
@@ -69,6 +73,35 @@ def semantic_loss(
     return loss.mean() if reduction == "mean" else loss
 
 
+def edge_loss(logits: torch.Tensor, target: torch.Tensor, max_pos_weight: float = 100.0,
+              eps: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reconstruction loss of a sparse binary map from logits: ``(bce, dice)``, both scalars.
+
+    logits (B, 1, H, W); target (B, 1, H, W) with edges > 0 (a sketch in [-1, 1], or 0/1).
+
+    Why this pair. Edges cover ~5-10% of a sketch's pixels. Under L1 (or plain BCE) the
+    background dominates, and where an edge's exact position is uncertain the optimum is
+    "no edge": the decoder learns a blank page. The class-balanced BCE of HED (Xie & Tu,
+    2015) weighs edge pixels by ``pos_weight = #background / #edge`` of the batch, so both
+    classes count equally: the decoder marks an edge wherever one is likelier than the base
+    rate (high recall, but thick). The soft Dice term, ``1 - 2|P.T| / (|P| + |T|)`` per image,
+    does not depend on the class ratio and rewards overlap against the union, so it pays
+    for every extra pixel of a thick line (crisp edges, the pairing of Deng et al., 2018).
+    BCE gives every pixel a gradient from the first step, when Dice's is still weak.
+
+    ``max_pos_weight`` bounds the weight for nearly blank batches; ``eps`` smooths Dice so
+    that an empty target and an empty prediction score 0.
+    """
+    target = (target > 0).to(logits.dtype)
+    positives = target.sum()
+    pos_weight = ((target.numel() - positives) / positives.clamp(min=1.0)).clamp(1.0, max_pos_weight).detach()
+    bce = F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight)
+    probs = torch.sigmoid(logits).flatten(1)  # (B, HW)
+    flat = target.flatten(1)
+    dice = 1 - (2 * (probs * flat).sum(1) + eps) / (probs.sum(1) + flat.sum(1) + eps)  # (B,)
+    return bce, dice.mean()
+
+
 @dataclass
 class VQGANLossParts:
     """Named parts of the stage-1 generator loss; ``total`` is what is back-propagated."""
@@ -81,10 +114,12 @@ class VQGANLossParts:
     commit: torch.Tensor
     semantic: torch.Tensor
     disc_weight: torch.Tensor  # adaptive weight times disc_weight; 0 before gan_start_step
+    bce: torch.Tensor | None = None  # the edge loss's parts (recon_loss="edges"; else None)
+    dice: torch.Tensor | None = None
 
     def as_dict(self) -> dict[str, float]:
-        """Plain floats for logging."""
-        return {f.name: float(getattr(self, f.name).detach()) for f in fields(self)}
+        """Plain floats for logging (parts that do not apply are left out)."""
+        return {f.name: float(getattr(self, f.name).detach()) for f in fields(self) if getattr(self, f.name) is not None}
 
 
 @dataclass
@@ -161,8 +196,16 @@ class VQGANLoss(nn.Module):
         rec = output.reconstruction
         zero = rec.new_zeros(())
         l1 = (rec - images).abs().mean()
+        bce = dice = None
+        if cfg.recon_loss == "edges":
+            if output.logits is None:
+                raise ValueError("recon_loss='edges' trains on the decoder's logits: output.logits is None")
+            bce, dice = edge_loss(output.logits, images)
+            reconstruction = bce + dice
+        else:
+            reconstruction = l1
         perceptual = self.perceptual(rec, images).mean() if self.perceptual is not None else zero
-        nll = cfg.l1_weight * l1 + cfg.perceptual_weight * perceptual
+        nll = cfg.l1_weight * reconstruction + cfg.perceptual_weight * perceptual
 
         gan, disc_weight = zero, zero
         if self.gan_active(step) and cfg.disc_weight > 0:
@@ -178,7 +221,7 @@ class VQGANLoss(nn.Module):
                 raise ValueError("config.semantic_loss is on: pass text_ids (B, L)")
             semantic = semantic_loss(rec, text_ids, self.segmenter, self.maskclip)
         total = cfg.lambda_vq * vqgan + (cfg.lambda_semantic * semantic if cfg.semantic_loss else 0.0)
-        return VQGANLossParts(total, vqgan, l1, perceptual, gan, commit, semantic, disc_weight)
+        return VQGANLossParts(total, vqgan, l1, perceptual, gan, commit, semantic, disc_weight, bce, dice)
 
     def discriminator_loss(self, real: torch.Tensor, fake: torch.Tensor, step: int | None = None) -> DiscLoss:
         """Hinge loss of the patch discriminator; ``fake`` is detached here.
@@ -198,6 +241,7 @@ __all__ = [
     "VQGANLoss",
     "VQGANLossParts",
     "adaptive_gan_weight",
+    "edge_loss",
     "freeze_",
     "semantic_loss",
 ]

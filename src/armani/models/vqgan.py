@@ -23,6 +23,11 @@ Choices the paper leaves open, fixed here:
   ids then have a trailing group axis, ``(B, N, G)``.
 - **Fusion off** (``fusion=False``) is the DALL-E-style visual-only codebook used as the
   paper's baseline; words passed to it are ignored, so one training loop serves both.
+- **Edge maps** (``recon_loss="edges"``, sketch tokenizers only): the decoder's single output
+  channel is read as edge logits and trained with the edge loss of
+  :func:`armani.models.losses.edge_loss`; :meth:`VQGAN.decode` (and the ``reconstruction``
+  of a forward pass) still return an image in [-1, 1], ``2 * sigmoid(logits) - 1``, so
+  callers see the same kind of sketch either way. The logits are ``VQGANOutput.logits``.
 
 The same class, with ``in_channels=1`` (sketch) or ``4`` (partial RGB + keep mask), no fusion
 and a small codebook, is the tokenizer of each visual control signal.
@@ -92,12 +97,21 @@ class VQGANConfig:
     perceptual: Literal["lpips", "segmenter", "none"] = "segmenter"  # see armani.models.perceptual
     perceptual_weights: str | None = None  # local safetensors with VGG16 weights, for "lpips"
     perceptual_weight: float = 1.0
-    l1_weight: float = 1.0
+    l1_weight: float = 1.0  # weight of the reconstruction term (L1, or the edge loss: recon_loss)
+    # "l1": L1 on the image (VQGAN's). "edges": for sparse binary maps (sketches, 1 output
+    # channel): the output is edge logits, trained with class-balanced BCE + soft Dice (see
+    # armani.models.losses.edge_loss). L1 alone is median-seeking: where an edge's position is
+    # uncertain its optimum is "no edge", and a sketch codebook trained on it decodes blank.
+    recon_loss: Literal["l1", "edges"] = "l1"
     gan_start_step: int = 10_000
     disc_weight: float = 0.8
     disc_channels: int = 64
     disc_layers: int = 3
     adaptive_weight_max: float = 1e4
+    # training data (sketch tokenizer only): chance that a training row's Canny map is replaced
+    # by a hand-drawn-style sketch of its part mask (armani.data.transforms.drawn_sketch_edges),
+    # so the codebook also codes what people draw on the canvas. 0 = Canny maps only.
+    drawn_sketch_prob: float = 0.0
 
     def __post_init__(self) -> None:
         self.channel_mult = tuple(int(m) for m in self.channel_mult)
@@ -119,6 +133,15 @@ class VQGANConfig:
             raise ValueError("fusion=True needs fusion_dim (MaskCLIP embed_dim) >= 1")
         if self.codebook_size < 2:
             raise ValueError(f"codebook_size must be >= 2, got {self.codebook_size}")
+        if self.recon_loss not in ("l1", "edges"):
+            raise ValueError(f"recon_loss must be 'l1' or 'edges', got {self.recon_loss!r}")
+        if self.recon_loss == "edges" and self.out_channels != 1:
+            raise ValueError(f"recon_loss='edges' reads one edge-logit channel; it needs out_channels=1, "
+                             f"got {self.out_channels}")
+        if not 0.0 <= self.drawn_sketch_prob <= 1.0:
+            raise ValueError(f"drawn_sketch_prob must be in [0, 1], got {self.drawn_sketch_prob}")
+        if self.drawn_sketch_prob > 0 and self.in_channels != 1:
+            raise ValueError("drawn_sketch_prob > 0 replaces sketches: it needs a sketch tokenizer (in_channels=1)")
 
     @property
     def grid_size(self) -> int:
@@ -139,12 +162,15 @@ class VQGANConfig:
 class VQGANOutput:
     """What one forward pass returns.
 
-    reconstruction: (B, out_channels, H, W) decoder output.
+    reconstruction: (B, out_channels, H, W) decoded image (the decoder output itself, or
+                    ``2 * sigmoid(logits) - 1`` with ``recon_loss="edges"``).
     ids:            (B, N) int64 code ids in raster order; (B, N, G) with product quantisation.
     commit_loss:    scalar commitment loss (already times ``commitment_weight``; 0 in eval mode).
     z_hat:          (B, N, code_dim) encoder features.
     z_tilde:        (B, N, code_dim) quantiser input (``z_hat`` fused with words, Eq. 9).
     z_q:            (B, N, code_dim) quantised features fed to the decoder.
+    logits:         (B, out_channels, H, W) the decoder's raw output: edge logits with
+                    ``recon_loss="edges"``, else the same tensor as ``reconstruction``.
     """
 
     reconstruction: torch.Tensor
@@ -153,6 +179,7 @@ class VQGANOutput:
     z_hat: torch.Tensor
     z_tilde: torch.Tensor
     z_q: torch.Tensor
+    logits: torch.Tensor | None = None
 
 
 # -- building blocks ------------------------------------------------------------------------
@@ -352,10 +379,20 @@ class VQGAN(nn.Module):
         z_q, ids, commit = self.quantizer(z_tilde, freeze_codebook=not update_codebook)
         return z_q, ids, commit
 
-    def decode_features(self, z_q: torch.Tensor) -> torch.Tensor:
-        """(B, N, code_dim) -> image (B, out_channels, H, W)."""
+    def decode_logits(self, z_q: torch.Tensor) -> torch.Tensor:
+        """(B, N, code_dim) -> the decoder's raw output (B, out_channels, H, W)."""
         g = self.grid_size
         return self.decoder(rearrange(z_q, "b (h w) d -> b d h w", h=g, w=g))
+
+    def output_image(self, logits: torch.Tensor) -> torch.Tensor:
+        """The decoder's raw output -> image: unchanged, or ``2 * sigmoid - 1`` for edge logits."""
+        if self.config.recon_loss == "edges":
+            return torch.sigmoid(logits) * 2 - 1
+        return logits
+
+    def decode_features(self, z_q: torch.Tensor) -> torch.Tensor:
+        """(B, N, code_dim) -> image (B, out_channels, H, W)."""
+        return self.output_image(self.decode_logits(z_q))
 
     # -- public API -----------------------------------------------------------------------
     def forward(
@@ -368,8 +405,8 @@ class VQGAN(nn.Module):
         z_hat = self.encode_features(image)  # (B, N, D)
         z_tilde = self.fuse(z_hat, fusion_words, word_index)  # (B, N, D)
         z_q, ids, commit = self.quantize(z_tilde)
-        reconstruction = self.decode_features(z_q)  # (B, C, H, W)
-        return VQGANOutput(reconstruction, ids, commit, z_hat, z_tilde, z_q)
+        logits = self.decode_logits(z_q)  # (B, C, H, W)
+        return VQGANOutput(self.output_image(logits), ids, commit, z_hat, z_tilde, z_q, logits)
 
     @torch.no_grad()
     def encode(
