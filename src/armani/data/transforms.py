@@ -6,6 +6,9 @@ they are made. Our choices:
 - Sketch: OpenCV Canny edges of the grey image after a light Gaussian blur (3x3 by
   default), thresholds 100/200 (OpenCV's usual pair). The blur removes texture speckle
   from patterns so the sketch keeps silhouettes and part borders.
+- Drawn sketch (optional, sketch tokenizer training): with ``drawn_sketch_prob`` a row's
+  Canny map is replaced by a hand-drawn-style sketch of its part mask
+  (:func:`drawn_sketch_edges`), binarised as the app reads a drawing.
 - Partial image: one random axis-aligned rectangle that keeps ``keep_fraction`` (25%) of
   the area. Its aspect ratio (w/h) is drawn log-uniformly in [1/2, 2] and its position
   uniformly; everything outside is blanked to mid-grey (127 in uint8, 0 in [-1, 1]).
@@ -70,6 +73,24 @@ def canny_sketch(image: np.ndarray, low: int = 100, high: int = 200, blur: int =
         k = int(blur) | 1  # next odd size
         grey = cv2.GaussianBlur(grey, (k, k), 0)
     return cv2.Canny(np.ascontiguousarray(grey), float(low), float(high))
+
+
+def drawing_edges(strokes: np.ndarray) -> np.ndarray:
+    """A drawing's strokes (uint8 (H, W), bright on dark, soft-edged) -> uint8 edge map (255 / 0).
+
+    The rule of ``ArmaniPipeline.prepare_sketch`` (mode "edges"): area-downsampled strokes are
+    faint, so anything with a fifth of the brightest stroke's weight is kept.
+    """
+    small = np.asarray(strokes, dtype=np.float32)
+    return np.where(small > 0.2 * max(1.0, float(small.max())), 255, 0).astype(np.uint8)
+
+
+def drawn_sketch_edges(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A hand-drawn-style sketch of part mask ``mask`` (:func:`armani.data.drawn_sketch.drawn_sketch`:
+    thicker, wobbly, partly unclosed strokes), binarised like a canvas drawing: uint8 (H, W)."""
+    from armani.data.drawn_sketch import drawn_sketch
+
+    return drawing_edges(drawn_sketch(mask, rng))
 
 
 # -- partial image --------------------------------------------------------------------------
@@ -170,6 +191,11 @@ class GarmentTorchDataset(Dataset):
     the same item is byte-identical in any worker, process or resumed run, and changes
     from epoch to epoch. Call :meth:`set_epoch` before each epoch; with a DataLoader keep
     ``persistent_workers=False`` so that workers see the new epoch.
+
+    ``drawn_sketch_prob`` (default 0: Canny maps only) replaces a row's ``sketch`` by a
+    hand-drawn-style sketch of its part mask (:func:`drawn_sketch_edges`) with that chance;
+    the draw and the drawing come from their own generator, ``(seed, epoch, index, 1)``, so
+    the partial crop is the same either way. Rows without a mask keep their Canny map.
     """
 
     def __init__(
@@ -180,7 +206,10 @@ class GarmentTorchDataset(Dataset):
         seed: int = 0,
         sketch_thresholds: tuple[int, int] = (100, 200),
         keep_fraction: float = 0.25,
+        drawn_sketch_prob: float = 0.0,
     ):
+        if not 0.0 <= drawn_sketch_prob <= 1.0:
+            raise ValueError(f"drawn_sketch_prob must be in [0, 1], got {drawn_sketch_prob}")
         missing = {"image", "caption"} - set(hf_dataset.column_names)
         if missing:
             raise ValueError(
@@ -198,6 +227,7 @@ class GarmentTorchDataset(Dataset):
         self.seed = int(seed)
         self.sketch_thresholds = (int(sketch_thresholds[0]), int(sketch_thresholds[1]))
         self.keep_fraction = float(keep_fraction)
+        self.drawn_sketch_prob = float(drawn_sketch_prob)
         self.epoch = 0
         self._has_mask_column = "mask" in hf_dataset.column_names
         self._warned_truncation = False
@@ -247,6 +277,12 @@ class GarmentTorchDataset(Dataset):
 
         low, high = self.sketch_thresholds
         edges = canny_sketch(image, low=low, high=high)
+        if self.drawn_sketch_prob > 0 and has_mask:
+            sketch_rng = np.random.default_rng((self.seed, self.epoch, index, 1))
+            if sketch_rng.random() < self.drawn_sketch_prob:
+                drawn = drawn_sketch_edges(mask, sketch_rng)
+                if drawn.any():  # a mask too small to draw keeps its Canny map
+                    edges = drawn
         partial, keep = random_partial(image, self.rng(index), self.keep_fraction)
         partial_t, keep_t = partial_tensors(image, keep)
         return {
