@@ -27,9 +27,10 @@ KEY_METRICS = {
     "segmenter": ("mean_iou", "iou/button", "iou/pocket"),
     "maskclip": ("pointing_accuracy", "pointing_chance", "recall/text_to_image@1", "recall/image_to_text@1"),
     "vqgan": ("psnr", "l1", "codebook_usage", "perplexity", "dead_codes"),
-    "sketch_tokenizer": ("psnr", "codebook_usage", "perplexity"),
+    "sketch_tokenizer": ("psnr", "edge_precision", "edge_recall", "edge_f1", "drawn_edge_recall", "codebook_usage",
+                         "perplexity"),
     "partial_tokenizer": ("psnr", "codebook_usage", "perplexity"),
-    "transformer": ("ce", "accuracy"),
+    "transformer": ("ce", "accuracy", "ce_gain"),
     "diffusion": ("loss",),
 }
 
