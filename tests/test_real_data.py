@@ -248,3 +248,36 @@ def test_label_maps_parse_presets_files_and_inline_lists(tmp_path):
     with pytest.raises(ValueError, match="not a part"):
         resolve_label_map("1:pocketz")
     assert resolve_label_map(None) is None and resolve_label_map("none") is None
+
+
+def test_a_saved_dataset_with_masks_and_attributes_keeps_them(tmp_path):
+    """A ``save_to_disk`` folder with its own part masks (here procedural renders at 48 px):
+    the masks are used as given (letterboxed exactly like the photos), the attribute records
+    are kept, nothing is predicted, and a dataset without splits has no validation split."""
+    from armani.config import load_config
+    from armani.data.images import fit_mask
+    from armani.data.prepare import prepare_with_report
+    from armani.data.synthetic import generate_dataset
+
+    source = generate_dataset(12, size=48, seed=5, split="val", workers=1, progress=False)
+    source.save_to_disk(str(tmp_path / "saved"))
+    cfg = load_config("tiny", [f"data.source={tmp_path / 'saved'}", f"data.cache_dir={tmp_path / 'cache'}",
+                               "data.mask_segmenter=none"]).data
+    ds, report = prepare_with_report(cfg, "train", progress=False)
+    assert report["kept"] == 12 and report["masks"] == {"given": 12} and report["rows_with_attributes"] == 12
+    assert report["attributes"] == "present" and report["mask_segmenter"] is None
+    for row in ds:
+        original = np.asarray(source[row["source_row"]]["mask"], dtype=np.int64)
+        assert np.array_equal(np.asarray(row["mask"], dtype=np.int64), fit_mask(original, 32))
+        assert json.loads(row["attributes"]) == json.loads(source[row["source_row"]]["attributes"])
+    assert prepare_with_report(cfg, "val", progress=False) == (None, None)
+
+
+def test_the_attribute_classifier_says_it_is_skipped_on_real_data(photos, tmp_path, capsys):
+    from armani.train import main
+
+    rc = main(["--config", "tiny", "--stage", "attribute_classifier", "--output", str(tmp_path), *_data_args(photos)])
+    out = "".join(capsys.readouterr())
+    assert rc == 0, out[-3000:]
+    assert "[attribute_classifier] skipped" in out and "data.source=procedural" in out
+    assert not (tmp_path / "attribute_classifier").exists()
