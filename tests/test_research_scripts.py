@@ -1,0 +1,53 @@
+"""research/prompt_grid.py and research/compute_curve.py on the tiny run."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "research"))
+
+import compute_curve  # noqa: E402
+import prompt_grid  # noqa: E402
+
+
+def test_pick_prompts_covers_every_category_before_repeating():
+    from armani.data.garments import CATEGORIES
+
+    prompts = prompt_grid.pick_prompts(16)
+    cats = [p["attributes"]["category"] for p in prompts]
+    assert len(prompts) == 16 and set(cats[: len(CATEGORIES)]) == set(CATEGORIES)
+    assert len({p["text"] for p in prompts}) == 16
+
+
+def test_prompt_grid_draws_every_prompt(tiny_pipeline):
+    prompts = prompt_grid.pick_prompts(3)
+    grid = prompt_grid.prompt_grid(tiny_pipeline, prompts, task="text+sketch", samples=1, columns=2)
+    side = tiny_pipeline.image_size * prompt_grid.SCALE
+    a = np.asarray(grid)
+    assert a.shape[1] >= 2 * 3 * side  # two tiles a row: control, sample, reference each
+    assert (a < 250).mean() > 0.2  # garments drawn, not a blank page
+
+
+def test_compute_curve_finds_checkpoints_and_loads_their_weights(tiny_run, tmp_path):
+    points = compute_curve.find_points(tiny_run, [])
+    assert points and [p["step"] for p in points] == sorted(p["step"] for p in points)
+    last = Path(points[-1]["dir"]) / "model.safetensors"
+    pipe = compute_curve.pipeline_with(str(tiny_run), last)
+    from safetensors.torch import load_file
+
+    stored = load_file(str(last))
+    for name, value in pipe.transformer.state_dict().items():
+        assert torch.equal(value, stored["model." + name].to(value.dtype)), name
+    bad = tmp_path / "nope"
+    bad.mkdir()
+    with pytest.raises(FileNotFoundError, match="engine checkpoint"):
+        compute_curve.find_points(None, [f"x={bad}"])
+    with pytest.raises(ValueError, match="NAME=DIR"):
+        compute_curve.find_points(None, [str(bad)])
+    assert compute_curve.main(["--point", str(bad), "--out", str(tmp_path / "c.json")]) == 2
+    assert not (tmp_path / "c.json").exists()
