@@ -142,7 +142,8 @@ def _controls(prompts: list[dict], cfg: EvalConfig, size: int, control_kwargs: d
 
 
 def score_anchors(cfg: EvalConfig, prompts: list[dict], controls: list, size: int, classifier=None,
-                  validation: dict | None = None, extractor=None, judge=None) -> tuple[dict, dict]:
+                  validation: dict | None = None, extractor=None, judge=None,
+                  real: list[np.ndarray] | None = None) -> tuple[dict, dict]:
     """The floor and ceiling of every figure for these prompts, independent of any model.
 
     Returns ``(anchors, control_anchors)``: ``anchors[ceiling|floor]`` hold part accuracy,
@@ -158,7 +159,7 @@ def score_anchors(cfg: EvalConfig, prompts: list[dict], controls: list, size: in
 
     k = cfg.samples_per_prompt
     floor_split = cfg.split if not cfg.prompts else "val"
-    sets = {"real": _real_set(prompts, cfg, size), "ceiling": [], "floor": []}
+    sets = {"real": real if real is not None else _real_set(prompts, cfg, size), "ceiling": [], "floor": []}
     for i, prompt in enumerate(prompts):
         for j in range(k):
             sets["ceiling"].append(render_reference(prompt["attributes"], size,
@@ -259,7 +260,8 @@ def evaluate(cfg: EvalConfig, pipe=None) -> dict:
         targets += [prompt["attributes"]] * k
     fake = torch.cat(generated)  # (N, 3, S, S) in [-1, 1]
     fake_u8 = to_uint8(fake)
-    real_u8 = _u8_tensor(_real_set(prompts, cfg, size))
+    real = _real_set(prompts, cfg, size)
+    real_u8 = _u8_tensor(real)
 
     # -- scores of the generated images ----------------------------------------------------------
     attributes: dict[str, dict] = {}
@@ -286,7 +288,8 @@ def evaluate(cfg: EvalConfig, pipe=None) -> dict:
         maskclip = float(maskclip_scores(fake, texts, tokenizer, segmenter, mc).mean())
 
     # -- anchors and controls --------------------------------------------------------------------
-    anchors, control_anchors = score_anchors(cfg, prompts, controls, size, classifier, validation, extractor, judge)
+    anchors, control_anchors = score_anchors(cfg, prompts, controls, size, classifier, validation, extractor, judge,
+                                             real)
     controls_report: dict[str, dict] = {}
     if "silhouette_iou" in control_anchors:
         target = np.stack([c.reference_mask for c in controls for _ in range(k)]) > 0

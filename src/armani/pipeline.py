@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 
 from armani.data.images import ImageInputError, fit_image, load_image_with_notes, pil_to_tensor, tensor_to_pil
-from armani.data.transforms import canny_sketch, partial_tensors, random_keep_mask, sketch_tensor
+from armani.data.transforms import canny_sketch, drawing_edges, partial_tensors, random_keep_mask, sketch_tensor
 from armani.data.transforms import partial_tokenizer_input
 from armani.models.maskclip import MaskCLIP
 from armani.models.segmenter import Segmenter
@@ -287,9 +287,7 @@ class ArmaniPipeline:
         elif mode == "edges":
             strokes = grey if grey.mean() < 0.5 else 1.0 - grey  # strokes bright, paper dark
             img = Image.fromarray((strokes * 255).astype(np.uint8))
-            small = np.asarray(fit_image(img.convert("RGB"), S, fill=(0, 0, 0)).convert("L"), dtype=np.float32)
-            # Area-downsampled strokes are faint: keep anything with a fifth of a stroke's weight.
-            edges = np.where(small > 0.2 * max(1.0, small.max()), 255, 0).astype(np.uint8)
+            edges = drawing_edges(np.asarray(fit_image(img.convert("RGB"), S, fill=(0, 0, 0)).convert("L")))
         else:
             raise PipelineInputError(f"sketch mode must be 'auto', 'edges' or 'photo', got {mode!r}")
         if not edges.any():
