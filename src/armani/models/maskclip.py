@@ -37,70 +37,30 @@ Choices the paper leaves open, fixed here:
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from open_clip.transformer import TextTransformer
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from armani.models.checkpoint import CONFIG_NAME as CONFIG_NAME  # re-exported: older imports
+from armani.models.checkpoint import WEIGHTS_NAME as WEIGHTS_NAME
+from armani.models.checkpoint import PretrainedMixin
+from armani.models.checkpoint import load_checkpoint as load_checkpoint  # used by the diffusion baseline
+from armani.models.checkpoint import save_checkpoint as save_checkpoint  # and the attribute classifier
 from armani.parts import BACKGROUND, NUM_PARTS
 
 if TYPE_CHECKING:  # pragma: no cover
     from armani.text import GarmentTokenizer
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-
 # open_clip's BPE specials, used when copying pretrained rows into a compact vocabulary.
 _BPE_SOT, _BPE_EOT, _BPE_SIZE = 49406, 49407, 49408
-
-
-# -- checkpoints (safetensors + JSON config), shared with the segmenter ------------------
-def save_checkpoint(model: nn.Module, config, path: str | Path) -> Path:
-    """Write ``config.json`` and ``model.safetensors`` into the folder ``path``."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    (path / CONFIG_NAME).write_text(json.dumps(asdict(config), indent=2))
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, str(path / WEIGHTS_NAME))
-    return path
-
-
-def load_checkpoint(model_cls, config_cls, path: str | Path, map_location: str | torch.device = "cpu"):
-    """Rebuild ``model_cls(config_cls(**config.json))`` and load its safetensors weights.
-
-    Every failure (missing folder or file, corrupt JSON or weights, unknown config keys,
-    missing/unexpected/mis-shaped tensors) raises one ``ValueError``/``FileNotFoundError``
-    that names the folder and what is wrong; nothing is loaded with ``strict=False``.
-    """
-    path = Path(path)
-    for name in (CONFIG_NAME, WEIGHTS_NAME):
-        if not (path / name).is_file():
-            raise FileNotFoundError(f"{model_cls.__name__} checkpoint {path} has no {name}")
-    try:
-        config = config_cls(**json.loads((path / CONFIG_NAME).read_text()))
-    except (json.JSONDecodeError, TypeError) as err:
-        raise ValueError(f"{path / CONFIG_NAME} is not a valid {config_cls.__name__}: {err}") from err
-    model = model_cls(config)
-    try:
-        state = load_file(str(path / WEIGHTS_NAME), device=str(map_location))
-    except Exception as err:  # safetensors raises its own error type for corrupt files
-        raise ValueError(f"{path / WEIGHTS_NAME} could not be read (corrupt or not safetensors): {err}") from err
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise ValueError(
-            f"weights in {path / WEIGHTS_NAME} do not match the model built from {CONFIG_NAME} "
-            f"(was config.json edited, or the weights saved from another config?): {err}"
-        ) from err
-    return model
 
 
 # -- config --------------------------------------------------------------------------
@@ -217,8 +177,10 @@ def reduce_token_scores(
     return sim_m, sim_t
 
 
-class MaskCLIP(nn.Module):
+class MaskCLIP(PretrainedMixin, nn.Module):
     """Mask encoder + CLIP text encoder with FILIP-style token-wise contrast (Eq. 3-8)."""
+
+    config_class = MaskCLIPConfig
 
     def __init__(self, config: MaskCLIPConfig):
         super().__init__()
@@ -456,11 +418,3 @@ class MaskCLIP(nn.Module):
         if "token_embedding.weight" not in state:
             raise ValueError(f"{tag_or_path} holds no CLIP text weights (no token_embedding.weight)")
         return state
-
-    # -- persistence -----------------------------------------------------------------
-    def save_pretrained(self, path: str | Path) -> Path:
-        return save_checkpoint(self, self.config, path)
-
-    @classmethod
-    def from_pretrained(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "MaskCLIP":
-        return load_checkpoint(cls, MaskCLIPConfig, path, map_location)

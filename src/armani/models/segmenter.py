@@ -21,13 +21,12 @@ Choices:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from armani.models.maskclip import load_checkpoint, save_checkpoint
+from armani.models.checkpoint import PretrainedMixin
 from armani.parts import NUM_PARTS, PART_NAMES
 
 
@@ -68,8 +67,10 @@ class _ConvBlock(nn.Sequential):
         )
 
 
-class Segmenter(nn.Module):
+class Segmenter(PretrainedMixin, nn.Module):
     """UNet: image (B, 3, H, W) in [-1, 1] -> part logits (B, 15, H, W). H, W divisible by 2^(levels-1)."""
+
+    config_class = SegmenterConfig
 
     def __init__(self, config: SegmenterConfig):
         super().__init__()
@@ -137,13 +138,6 @@ class Segmenter(nn.Module):
         present = counts > 0
         dice = 1.0 - ((2 * inter + 1.0) / (total + 1.0))[present].mean()
         return SegmenterLoss(loss=ce + self.config.dice_weight * dice, ce=ce, dice=dice)
-
-    def save_pretrained(self, path: str | Path) -> Path:
-        return save_checkpoint(self, self.config, path)
-
-    @classmethod
-    def from_pretrained(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "Segmenter":
-        return load_checkpoint(cls, SegmenterConfig, path, map_location)
 
 
 def mean_iou(pred: torch.Tensor, target: torch.Tensor, num_classes: int = NUM_PARTS) -> dict[str, float]:

@@ -39,21 +39,21 @@ Choices the paper leaves open, fixed here:
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from armani.models.checkpoint import CONFIG_NAME as CONFIG_NAME  # re-exported: older imports
+from armani.models.checkpoint import WEIGHTS_NAME as WEIGHTS_NAME
+from armani.models.checkpoint import PretrainedMixin
+
 CONDITIONS: tuple[str, ...] = ("text", "sketch", "partial")
 # token types
 TYPE_TEXT, TYPE_SKETCH, TYPE_PARTIAL, TYPE_IMAGE, TYPE_SEP = range(5)
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 MODEL_TYPE = "armani-cross-modal-transformer"
 
 
@@ -235,10 +235,15 @@ class Block(nn.Module):
         return x + self.drop(self.mlp(self.ln2(x)))
 
 
-class CrossModalTransformer(nn.Module):
-    """GPT (``causal=True``) or bidirectional masked-token model over conditions + image tokens."""
+class CrossModalTransformer(PretrainedMixin, nn.Module):
+    """GPT (``causal=True``) or bidirectional masked-token model over conditions + image tokens.
+
+    ``config.json`` starts with ``"model_type": "armani-cross-modal-transformer"``; loading a
+    folder with another tag raises :class:`~armani.models.checkpoint.CheckpointError`.
+    """
 
     config_class = TransformerConfig
+    model_type = MODEL_TYPE
 
     def __init__(self, config: TransformerConfig):
         super().__init__()
@@ -487,45 +492,3 @@ class CrossModalTransformer(nn.Module):
     @property
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
-
-    # -- persistence --------------------------------------------------------------------
-    def save_pretrained(self, path: str | Path) -> None:
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        (path / CONFIG_NAME).write_text(json.dumps({"model_type": MODEL_TYPE, **self.config.to_dict()}, indent=2))
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, str(path / WEIGHTS_NAME), metadata={"model_type": MODEL_TYPE})
-
-    @classmethod
-    def from_pretrained(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "CrossModalTransformer":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        config_file, weights_file = path / CONFIG_NAME, path / WEIGHTS_NAME
-        for file in (config_file, weights_file):
-            if not file.is_file():
-                raise FileNotFoundError(f"no {file.name} in {path}: not a saved CrossModalTransformer")
-        try:
-            data = json.loads(config_file.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{config_file} is not valid JSON: {err}") from err
-        if data.pop("model_type", None) != MODEL_TYPE:
-            raise ValueError(f"{config_file} is not a {MODEL_TYPE} config")
-        model = cls(TransformerConfig.from_dict(data))
-        try:
-            state = load_file(str(weights_file), device=str(map_location))
-        except (SafetensorError, OSError, ValueError) as err:
-            raise ValueError(f"{weights_file} is corrupt or not a safetensors file: {err}") from err
-        expected = model.state_dict()
-        missing, extra = set(expected) - set(state), set(state) - set(expected)
-        wrong = [k for k in set(expected) & set(state) if expected[k].shape != state[k].shape]
-        if missing or extra or wrong:
-            raise ValueError(
-                f"{weights_file} does not match {config_file}: missing {sorted(missing)[:5]}, "
-                f"unexpected {sorted(extra)[:5]}, wrong shape {sorted(wrong)[:5]}"
-            )
-        model.load_state_dict(state, strict=True)
-        return model

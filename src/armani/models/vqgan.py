@@ -35,29 +35,21 @@ and a small codebook, is the tokenizer of each visual control signal.
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Literal
 
 import torch
 import torch.distributed as dist
 from einops import rearrange
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 from vector_quantize_pytorch import VectorQuantize
 
 from armani.configuration import from_dict as _config_from_dict
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint folder that cannot be loaded: missing, corrupt, or not matching its config."""
+from armani.models.checkpoint import CONFIG_NAME as CONFIG_NAME  # re-exported: older imports
+from armani.models.checkpoint import WEIGHTS_NAME as WEIGHTS_NAME
+from armani.models.checkpoint import CheckpointError, PretrainedMixin
 
 
 @dataclass
@@ -268,8 +260,14 @@ class Decoder(nn.Module):
 
 
 # -- the model ------------------------------------------------------------------------------
-class VQGAN(nn.Module):
-    """Encoder E, optional word fusion (Eq. 9), EMA vector quantiser, decoder G."""
+class VQGAN(PretrainedMixin, nn.Module):
+    """Encoder E, optional word fusion (Eq. 9), EMA vector quantiser, decoder G.
+
+    Saved with :meth:`save_pretrained` (the codebook's EMA buffers included) and loaded with
+    :meth:`from_pretrained`, which raises :class:`CheckpointError`.
+    """
+
+    config_class = VQGANConfig
 
     def __init__(self, config: VQGANConfig):
         super().__init__()
@@ -453,37 +451,6 @@ class VQGAN(nn.Module):
             z = torch.einsum("bngk,gkd->bngd", probs, codebook)  # (B, N, G, D/G)
             z = rearrange(z, "b n g d -> b n (g d)")  # (B, N, D)
         return self.decode_features(self.quantizer.project_out(z))
-
-    # -- persistence ----------------------------------------------------------------------
-    def save_pretrained(self, path: str | Path) -> None:
-        """Write ``config.json`` and ``model.safetensors`` (codebook EMA buffers included)."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        (path / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2))
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, str(path / WEIGHTS_NAME), metadata={"format": "pt", "model": "armani.VQGAN"})
-
-    @classmethod
-    def from_pretrained(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "VQGAN":
-        """Load a folder written by :meth:`save_pretrained`; raises :class:`CheckpointError`."""
-        path = Path(path)
-        config_file, weights_file = path / CONFIG_NAME, path / WEIGHTS_NAME
-        if not config_file.is_file() or not weights_file.is_file():
-            raise CheckpointError(f"{path} is not a VQGAN checkpoint: needs {CONFIG_NAME} and {WEIGHTS_NAME}")
-        try:
-            config = VQGANConfig.from_dict(json.loads(config_file.read_text()))
-        except (json.JSONDecodeError, TypeError, ValueError) as err:
-            raise CheckpointError(f"{config_file} is not a valid VQGANConfig: {err}") from err
-        model = cls(config)
-        try:
-            state = load_file(str(weights_file))
-            model.load_state_dict(state, strict=True)
-        except (SafetensorError, RuntimeError, OSError) as err:
-            raise CheckpointError(
-                f"cannot load {weights_file} into a VQGAN built from {config_file} "
-                f"(corrupt file, or weights from another config): {err}"
-            ) from err
-        return model.to(map_location)
 
 
 __all__ = ["CheckpointError", "VQGAN", "VQGANConfig", "VQGANOutput"]
