@@ -25,7 +25,6 @@ Choices the issue leaves open:
 
 from __future__ import annotations
 
-import inspect
 import io
 import logging
 import queue
@@ -42,6 +41,7 @@ from PIL import Image, ImageDraw
 
 from armani.alignment import plot_heatmaps, word_part_heatmaps
 from armani.data.images import ImageInputError, fit_image, load_image_with_notes
+from armani.evaluation.metrics import maskclip_scores
 from armani.parts import PART_COLORS, PART_ID, PART_NAMES, PART_WORDS
 
 from . import torch_thread
@@ -394,23 +394,21 @@ class Handlers:
         return [m for m in self.models.methods if m.name in methods]
 
     def _compare_one(self, method: Method, text, sketch, partial, seed, deadline) -> tuple[Image.Image, list]:
-        accepts = inspect.signature(method.pipeline.__call__).parameters
+        can = method.pipeline.capabilities
         kwargs: dict[str, Any] = {"text": text, "num_images": 1, "seed": seed}
         notes = []
         for name, value in (("sketch", sketch), ("partial", partial)):
             if value is not None:
-                # Whether the method reads this control: its tokenizer for it (the diffusion
-                # baseline's __call__ has the parameter only to refuse it clearly).
-                if name in accepts and getattr(method.pipeline, f"{name}_tokenizer", None) is not None:
+                if can.reads(name):
                     kwargs[name] = value.image
                 else:
                     notes.append(f"takes no {name}: text only")
-        takes_callback = "callback" in accepts
         start = time.perf_counter()
         try:
             with user_errors(self.limit):
-                quiet = {"callback_images": False} if "callback_images" in accepts else {}  # no preview decodes
-                out = run(lambda cb: method.pipeline(**kwargs, **({"callback": cb} if takes_callback else {}), **quiet),
+                # progress and a chance to stop, without the cost of decoding previews
+                quiet = {"callback_images": False} if can.previews else {}
+                out = run(lambda cb: method.pipeline(**kwargs, **({"callback": cb} if can.previews else {}), **quiet),
                           max(0.0, deadline - time.monotonic()))
         except gr.Error as err:
             blank = Image.new("RGB", (self.pipe.image_size,) * 2, (200, 200, 200))
@@ -429,9 +427,7 @@ class Handlers:
         pipe = self.pipe
         if pipe.maskclip is None or pipe.segmenter is None:
             return float("nan")
-        x = pipe.image_tensor(image)  # (1, 3, S, S)
-        ids = pipe.tokenizer([text], warn=False).ids  # (1, L)
-        return float(pipe.maskclip.pair_similarity(x, pipe.segmenter.probs(x), ids)[0])
+        return float(maskclip_scores(pipe.image_tensor(image), [text], pipe.tokenizer, pipe.segmenter, pipe.maskclip)[0])
 
     def parts_in(self, image):
         """The parts the segmenter finds in an image -> the part dropdown's choices."""

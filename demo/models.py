@@ -3,12 +3,12 @@ tab, and the search gallery (built lazily in a background thread).
 
 Choices the issue leaves to us:
 
-- ``--checkpoint DIR`` takes a saved pipeline (a folder with ``pipeline.json``) or a training
-  run directory (``RUN/<stage>/final``, assembled with ``ArmaniPipeline.from_run``).
+- ``--checkpoint DIR`` takes anything :func:`armani.load_pipeline` opens that is an ARMANI
+  pipeline: a saved one (``pipeline.json``) or a training run (``RUN/<stage>/final``).
 - Baselines are every folder under the checkpoints folder holding a ``pipeline.json``, other
-  than the main checkpoint, plus each ``--compare NAME=DIR``. ``pipeline.json``'s "format"
-  picks the loader; a baseline that fails to load or has an unknown format is skipped
-  with a note (shown in the Compare tab), never a crash at start.
+  than the main checkpoint, plus each ``--compare NAME=DIR``, each opened with
+  :func:`armani.load_pipeline`; one that fails to load is skipped with a note (shown in the
+  Compare tab), never a crash at start.
 - The search gallery is the procedural validation split (fixed seed) or ``--search-data``
   (anything ``armani.data.loader.load_garment_dataset`` reads). Rows with a ground-truth
   part mask are indexed with it; a source without masks uses the segmenter's prediction.
@@ -16,7 +16,6 @@ Choices the issue leaves to us:
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -26,12 +25,13 @@ from typing import Any
 
 from PIL import Image
 
-from armani.pipeline import SHIPPED_CHECKPOINT, ArmaniPipeline
+from armani.loading import load_pipeline
+from armani.pipeline import ArmaniPipeline
+from armani.pipeline_protocol import GarmentPipeline, checkpoints_dir, shipped_checkpoint
 
 log = logging.getLogger("armani.demo")
 
-CHECKPOINTS_DIR = SHIPPED_CHECKPOINT.parent
-FORMATS = ("armani-pipeline", "armani-diffusion")
+CHECKPOINTS_DIR = checkpoints_dir()
 
 
 @dataclass
@@ -39,48 +39,24 @@ class Method:
     """One model of the Compare tab: ARMANI itself or a baseline."""
 
     name: str
-    pipeline: Any  # ArmaniPipeline, or any object with __call__(text=, num_images=, seed=) -> PipelineOutput
+    pipeline: GarmentPipeline  # ARMANI or a baseline: see pipe.capabilities
     source: str
     load_seconds: float = 0.0
 
 
-def pipeline_format(folder: Path) -> str | None:
-    """The "format" field of ``folder/pipeline.json`` (None when the file is missing or unreadable)."""
-    try:
-        return json.loads((folder / "pipeline.json").read_text()).get("format")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
 def load_main(checkpoint: str | Path | None) -> ArmaniPipeline:
     """The app's ARMANI pipeline: the shipped checkpoint (None), a saved pipeline or a training run."""
-    if checkpoint is None:
-        return ArmaniPipeline.from_pretrained()
-    folder = Path(checkpoint)
-    if (folder / "pipeline.json").is_file():
-        return ArmaniPipeline.from_pretrained(folder)
-    if (folder / "transformer" / "final").is_dir():
-        return ArmaniPipeline.from_run(folder)
-    raise FileNotFoundError(
-        f"{folder} is neither a saved pipeline (no pipeline.json) nor a finished training run "
-        "(no transformer/final); train one with `python src/armani/train.py --config tiny --stage all --output DIR`"
-    )
+    pipe = load_pipeline(checkpoint)
+    if not isinstance(pipe, ArmaniPipeline):
+        raise ValueError(f"{checkpoint} is a {type(pipe).__name__}; the app's main checkpoint must be an ARMANI "
+                         "pipeline (give the baseline with --compare NAME=DIR instead)")
+    return pipe
 
 
 def load_method(name: str, folder: Path) -> Method:
-    """Load a baseline by its pipeline.json format; raises ValueError for an unknown format."""
+    """One Compare-tab method, opened with :func:`armani.load_pipeline`."""
     start = time.perf_counter()
-    fmt = pipeline_format(folder)
-    if fmt == "armani-pipeline":
-        pipe = ArmaniPipeline.from_pretrained(folder)
-    elif fmt == "armani-diffusion":
-        from armani.baselines import DiffusionBaselinePipeline  # imported lazily: diffusers is heavy
-
-        pipe = DiffusionBaselinePipeline.from_pretrained(folder)
-    elif fmt is None and (folder / "transformer" / "final").is_dir():
-        pipe = ArmaniPipeline.from_run(folder)
-    else:
-        raise ValueError(f"unknown pipeline format {fmt!r} (this app reads {', '.join(FORMATS)})")
+    pipe = load_pipeline(folder)
     return Method(name=name, pipeline=pipe, source=str(folder), load_seconds=time.perf_counter() - start)
 
 
@@ -89,7 +65,7 @@ def discover_baselines(checkpoints_dir: Path | None, main_dir: Path | None,
     """Load every baseline; returns (methods, notes on the ones skipped)."""
     folders: dict[str, Path] = {}
     if checkpoints_dir is not None and checkpoints_dir.is_dir():
-        main = main_dir.resolve() if main_dir is not None else SHIPPED_CHECKPOINT.resolve()
+        main = main_dir.resolve() if main_dir is not None else shipped_checkpoint().resolve()
         for sub in sorted(checkpoints_dir.iterdir()):
             if (sub / "pipeline.json").is_file() and sub.resolve() != main:
                 folders[sub.name] = sub
@@ -196,7 +172,7 @@ class DemoModels:
     @property
     def methods(self) -> list[Method]:
         main = Method(self.main.settings.name.upper() if self.main.settings.name == "armani" else self.main.settings.name,
-                      self.main, str(self.checkpoint_dir or SHIPPED_CHECKPOINT), self.load_seconds)
+                      self.main, str(self.checkpoint_dir or shipped_checkpoint()), self.load_seconds)
         return [main, *self.baselines]
 
     @classmethod
@@ -208,7 +184,7 @@ class DemoModels:
         load_seconds = time.perf_counter() - start
         if warmup:  # builds the sampler's bf16 weight copy now, not in the first user's request
             main(text="a garment", num_images=1, seed=0)
-        main_dir = Path(checkpoint) if checkpoint is not None else SHIPPED_CHECKPOINT
+        main_dir = Path(checkpoint) if checkpoint is not None else shipped_checkpoint()
         baselines, skipped = discover_baselines(checkpoints_dir, main_dir, dict(compare or {}))
         search = SearchGallery(main, source=search_data, size=search_size)
         return cls(main=main, baselines=baselines, skipped=skipped, search=search, checkpoint_dir=main_dir,

@@ -64,9 +64,9 @@ def pipeline_with(base: str | None, weights: Path | None):
     ``model.safetensors``, keys prefixed ``model.``); ``None`` keeps the base transformer."""
     from safetensors.torch import load_file
 
-    from armani.evaluation import load_any_pipeline
+    from armani.loading import load_pipeline
 
-    pipe = load_any_pipeline(base)
+    pipe = load_pipeline(base)
     if weights is not None:
         state = {k.removeprefix("model."): v for k, v in load_file(str(weights)).items()}
         pipe.transformer.load_state_dict(state, strict=True)

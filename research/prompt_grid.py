@@ -92,10 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--title", help="a line above the grid")
     p.add_argument("--out", default="outputs/prompt_grid.png")
     args = p.parse_args(argv)
-    from armani.evaluation import load_any_pipeline
+    from armani.loading import load_pipeline
 
     try:
-        pipe = load_any_pipeline(args.checkpoint)
+        pipe = load_pipeline(args.checkpoint)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -11,7 +11,8 @@ diversity (FID, IS) for prompt-following (MaskCLIP score, part accuracy)?
         --setting top_k=100 --setting top_k=20 --setting top_k=5 --setting temperature=0.7 \\
         --out research/results/sampling_sweep_2026-11-23.json
 
-Each setting is ``key=value[,key=value]`` over :class:`armani.pipeline.PipelineSettings`.
+Each setting is ``key=value[,key=value]`` over the fields of the samplers
+(:class:`armani.sampling.AutoregressiveSampler`, :class:`armani.sampling.MaskPredictSampler`).
 """
 
 from __future__ import annotations
@@ -33,10 +34,11 @@ METRICS = (("fid", "FID ↓"), ("is.mean", "IS ↑"), ("maskclip_score", "MaskCL
 
 
 def parse_setting(text: str) -> dict:
-    """``"top_k=20,temperature=0.7"`` -> ``{"top_k": 20, "temperature": 0.7}`` (typed by PipelineSettings)."""
-    from armani.pipeline import PipelineSettings
+    """``"top_k=20,temperature=0.7"`` -> ``{"top_k": 20, "temperature": 0.7}`` (typed by the samplers' fields)."""
+    from armani.sampling import AutoregressiveSampler, MaskPredictSampler
 
-    types = {f.name: f.type for f in fields(PipelineSettings)}
+    types = {f.name: f.type for cls in (MaskPredictSampler, AutoregressiveSampler) for f in fields(cls)}
+    types["sampler"] = "str"  # "ar" / "nar": which sampler the settings apply to
     out = {}
     for item in filter(None, text.split(",")):
         key, sep, value = item.partition("=")
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm.auto import tqdm
 
     from armani.evaluate import EvalConfig, evaluate
-    from armani.evaluation import load_any_pipeline
+    from armani.loading import load_pipeline
 
     try:
         settings = [parse_setting(s) for s in args.setting]
@@ -78,13 +80,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     columns = [c for c in COLUMNS if c.key in args.columns]
-    pipe = load_any_pipeline(args.checkpoint)
-    stored = {f.name: getattr(pipe.settings, f.name) for f in fields(pipe.settings)}
+    pipe = load_pipeline(args.checkpoint)
+    stored = pipe.sampler
     rows = []
     bar = tqdm(total=len(settings) * len(columns) * len(args.seeds), desc="sweep", unit="eval")
     for setting in settings:
-        for key, value in {**stored, **setting}.items():
-            setattr(pipe.settings, key, value)
+        options = {k: v for k, v in setting.items() if k != "sampler"}
+        try:  # each setting starts from the checkpoint's own sampler
+            pipe.sampler = stored.converted(setting.get("sampler", stored.type)).with_options(**options)
+        except (TypeError, ValueError) as err:
+            print(f"error: setting {setting}: {err}", file=sys.stderr)
+            return 2
         for col in columns:
             reports = []
             for seed in args.seeds:

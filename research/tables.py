@@ -14,7 +14,7 @@ samples, so the spread covers both, and every method sees the same prompts for a
 Each method's pipeline is loaded once and reused for all its columns and seeds.
 
 Methods come from folders (a saved pipeline or a training run directory, anything
-:func:`armani.evaluation.load_any_pipeline` opens). ``--table 1`` lists armani, dalle, m6 and
+:func:`armani.loading.load_pipeline` opens). ``--table 1`` lists armani, dalle, m6 and
 diffusion; ``--table 2`` lists armani and the ablations no_fusion, no_sem1, no_sem2; without
 ``--table`` all seven. A listed method is looked for in ``checkpoints/<name>`` unless
 ``--methods name=DIR`` says where it is. A method without a usable checkpoint is kept as a
@@ -213,7 +213,7 @@ def select_methods(table: int | None = None, explicit: dict[str, Path] | None = 
 
 def resolve_checkpoint(method: Method) -> Path:
     """The folder to load. The diffusion baseline trains as a stage of a run (``RUN/diffusion/
-    final``); ``load_any_pipeline`` would open such a run as an ARMANI pipeline, so for the
+    final``); ``load_pipeline`` would open such a run as an ARMANI pipeline, so for the
     method named ``diffusion`` a run directory resolves to its diffusion export."""
     path = method.path
     export = path / "diffusion" / "final"
@@ -225,7 +225,7 @@ def resolve_checkpoint(method: Method) -> Path:
 def load_method(method: Method, **settings):
     """Open the method's pipeline once; on a missing / unfinished checkpoint mark the method
     ``not trained yet`` (with the reason) and return None. Corrupt checkpoints raise."""
-    from armani.evaluation import load_any_pipeline
+    from armani.loading import load_pipeline
 
     if method.status == NOT_TRAINED:  # decided beforehand (e.g. a notebook on one model)
         return None
@@ -234,7 +234,7 @@ def load_method(method: Method, **settings):
         method.status, method.reason = NOT_TRAINED, f"no checkpoint at {_show(path)}"
         return None
     try:
-        pipe = load_any_pipeline(path, **settings)
+        pipe = load_pipeline(path, **settings)
     except FileNotFoundError as err:  # e.g. a run whose transformer stage has not finished
         method.status, method.reason = NOT_TRAINED, str(err)
         return None

@@ -165,11 +165,11 @@ def test_save_load_roundtrip_gives_identical_images(pipe, tmp_path):
 
 
 def test_cli_ships_a_diffusion_run_in_bf16(diffusion_run, pipe, tmp_path):
-    """`python -m armani.pipeline --run RUN --storage-dtype bfloat16` on a diffusion-only run:
+    """`python -m armani.assemble --run RUN --storage-dtype bfloat16` on a diffusion-only run:
     a baseline folder half the size that loads as float32 with the bf16-rounded weights."""
     from safetensors.torch import load_file
 
-    from armani.pipeline import main
+    from armani.assemble import main
 
     only = tmp_path / "run"  # the diffusion run without its ARMANI stages: what --stage diffusion leaves
     only.mkdir()

@@ -336,26 +336,26 @@ def test_anchor_measures_on_known_answers():
 
 
 # -- pipelines and the CLI ------------------------------------------------------------------------
-def test_load_any_pipeline_dispatches_on_format(tiny_run, tmp_path, monkeypatch):
-    from armani.evaluation import load_any_pipeline
+def test_load_pipeline_dispatches_on_format(tiny_run, tmp_path, monkeypatch):
+    from armani.loading import load_pipeline
     from armani.pipeline import ArmaniPipeline
 
-    pipe = load_any_pipeline(tiny_run)
+    pipe = load_pipeline(tiny_run)
     assert isinstance(pipe, ArmaniPipeline)
     pipe.save_pretrained(tmp_path / "saved")
-    again = load_any_pipeline(tmp_path / "saved")
+    again = load_pipeline(tmp_path / "saved")
     assert torch.equal(next(again.transformer.parameters()), next(pipe.transformer.parameters()))
     weird = tmp_path / "weird"
     weird.mkdir()
     (weird / "pipeline.json").write_text(json.dumps({"format": "something-else"}))
     with pytest.raises(ValueError, match="unknown pipeline format"):
-        load_any_pipeline(weird)
+        load_pipeline(weird)
     (weird / "pipeline.json").write_text(json.dumps({"format": "armani-diffusion"}))
     monkeypatch.setitem(sys.modules, "armani.baselines.diffusion", None)  # as if the module were absent
     with pytest.raises(ImportError, match="diffusion-baseline"):
-        load_any_pipeline(weird)
+        load_pipeline(weird)
     with pytest.raises(FileNotFoundError, match="neither"):
-        load_any_pipeline(tmp_path)
+        load_pipeline(tmp_path)
 
 
 def test_cli_end_to_end_on_tiny(tiny_run, classifier_dir, tmp_path, capsys, monkeypatch):
@@ -407,9 +407,9 @@ def test_cli_end_to_end_on_tiny(tiny_run, classifier_dir, tmp_path, capsys, monk
 
 def test_partial_task_reports_the_kept_region(tiny_run, classifier_dir, tmp_path):
     from armani import evaluate
-    from armani.evaluation import load_any_pipeline
+    from armani.loading import load_pipeline
 
-    pipe = load_any_pipeline(tiny_run)
+    pipe = load_pipeline(tiny_run)
     cfg = evaluate.EvalConfig(checkpoint=str(tiny_run), classifier=str(classifier_dir), num_prompts=2,
                               samples_per_prompt=1, task="partial", progress=False, inception="off")
     report = evaluate.evaluate(cfg, pipe)

@@ -19,9 +19,9 @@ def test_readme_has_a_python_snippet():
 @pytest.mark.slow
 @pytest.mark.parametrize("index", range(len(_snippets())))
 def test_readme_snippet_runs(index, tmp_path, monkeypatch):
-    from armani.pipeline import SHIPPED_CHECKPOINT
+    from armani.pipeline_protocol import shipped_checkpoint
 
-    assert (SHIPPED_CHECKPOINT / "pipeline.json").is_file(), "the shipped checkpoint is missing"
+    assert (shipped_checkpoint() / "pipeline.json").is_file(), "the shipped checkpoint is missing"
     monkeypatch.chdir(tmp_path)
     exec(compile(_snippets()[index], f"README.md snippet {index}", "exec"), {})
     assert (tmp_path / "shirt.png").is_file()

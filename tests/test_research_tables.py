@@ -59,7 +59,7 @@ def classifier(tmp_path_factory) -> Path:
 def table_run(tiny_run, classifier, tmp_path_factory):
     """``research/tables.py --table 2`` with armani and no_sem2 = the tiny run, the other two
     ablations absent; returns (out dir, readme, argv, number of pipeline loads, exit code)."""
-    import armani.evaluation
+    import armani.loading
 
     base = tmp_path_factory.mktemp("tables")
     out, readme, empty = base / "out", base / "README.md", base / "checkpoints"
@@ -69,14 +69,14 @@ def table_run(tiny_run, classifier, tmp_path_factory):
             "--num-prompts", "2", "--samples-per-prompt", "1", "--seeds", *map(str, SEEDS),
             "--classifier", str(classifier), "--out", str(out), "--readme", str(readme), "--no-progress", "--grid", "2"]
     loads = []
-    real_load = armani.evaluation.load_any_pipeline
+    real_load = armani.loading.load_pipeline
 
     def counting_load(path=None, **settings):
         loads.append(path)
         return real_load(path, **settings)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(armani.evaluation, "load_any_pipeline", counting_load)
+        mp.setattr(armani.loading, "load_pipeline", counting_load)
         mp.setattr(torch.hub, "get_dir", lambda: str(base / "hub"))  # offline: no Inception weights
         mp.delenv("ARMANI_OPENCLIP_WEIGHTS", raising=False)
         rc = tables.main(argv)

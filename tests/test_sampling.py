@@ -7,15 +7,15 @@ import torch
 
 from armani.models.transformer import CrossModalTransformer, TransformerConfig
 from armani.sampling import (
-    _guide,
     choose_tokens,
-    filter_logits,
-    reference_sample_autoregressive,
     remask_count,
     sample_autoregressive,
     sample_mask_predict,
     token_mask_from_part_mask,
 )
+from armani.sampling.fast_path import PackedLinear, model_for_sampling, packing_works
+from armani.sampling.tokens import guide
+from reference_sampling import filter_logits, reference_sample_autoregressive
 
 FP32 = dict(dtype="float32")
 
@@ -95,8 +95,8 @@ def test_guidance_scale_one_is_exactly_no_guidance(gpt):
     assert torch.equal(plain, one)
     # the guidance formula itself: scale 1 returns the conditional rows
     logits = torch.randn(4, 8)
-    assert torch.equal(_guide(logits, True, 1.0), logits[:2])
-    torch.testing.assert_close(_guide(logits, True, 3.0), logits[2:] + 3 * (logits[:2] - logits[2:]))
+    assert torch.equal(guide(logits, True, 1.0), logits[:2])
+    torch.testing.assert_close(guide(logits, True, 3.0), logits[2:] + 3 * (logits[:2] - logits[2:]))
 
 
 def test_guidance_changes_the_result(gpt):
@@ -164,14 +164,12 @@ def test_bf16_sampler_runs_and_mostly_agrees(gpt):
     assert (low[:, :4] == high[:, :4]).float().mean() >= 0.5  # before errors compound
     assert gpt.head.weight.dtype == torch.float32  # the caller's model is untouched
     # the bf16 copy is reused, and rebuilt once the weights change
-    from armani.sampling import _at_precision
-
     model = CrossModalTransformer(tiny_config())
-    first = _at_precision(model, "bfloat16")
-    assert _at_precision(model, "bfloat16") is first
+    first = model_for_sampling(model, "bfloat16")
+    assert model_for_sampling(model, "bfloat16") is first
     with torch.no_grad():
         model.head.weight.add_(1.0)
-    second = _at_precision(model, "bfloat16")
+    second = model_for_sampling(model, "bfloat16")
     x = torch.randn(3, model.config.width).bfloat16()
     assert second is not first
     assert torch.equal(second.head(x), torch.nn.functional.linear(x, model.head.weight.bfloat16()))
@@ -180,12 +178,10 @@ def test_bf16_sampler_runs_and_mostly_agrees(gpt):
 
 
 def test_bf16_copy_prepacks_its_linear_layers_without_changing_results(gpt):
-    from armani.sampling import _at_precision, _PackedLinear, _packing_works
-
-    if not _packing_works():
+    if not packing_works():
         pytest.skip("this torch build lacks oneDNN's linear packing: plain layers are used")
-    low = _at_precision(gpt, "bfloat16")
-    packed = [m for m in low.modules() if isinstance(m, _PackedLinear)]
+    low = model_for_sampling(gpt, "bfloat16")
+    packed = [m for m in low.modules() if isinstance(m, PackedLinear)]
     assert len(packed) == 4 * gpt.config.layers + 1  # qkv, proj, mlp up/down per block; the head
     assert not any(type(m) is torch.nn.Linear for m in low.modules())
     x = torch.randn(2, 7, gpt.config.width).bfloat16()

@@ -13,10 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
-import armani.evaluate
 from armani.data.captions import write_caption
 from armani.data.synthetic import generate_row, row_rng, sample_attributes
 from armani.evaluation import part_verdict, requested_attributes
+from armani.evaluation import attributes
 from armani.evaluation import verdict as verdict_module
 from armani.evaluation.attributes import (
     ATTRIBUTE_KEYS, AttributeClassifier, AttributeClassifierConfig, encode_attributes,
@@ -163,7 +163,7 @@ def test_verdict_marks_wrong_attributes_with_what_the_classifier_read(trained):
 
 
 def test_without_a_classifier_the_verdict_says_how_to_train_one(tmp_path, monkeypatch):
-    monkeypatch.setattr(armani.evaluate, "DEFAULT_CLASSIFIER", tmp_path / "attribute_classifier")
+    monkeypatch.setattr(attributes, "default_classifier_dir", lambda: tmp_path / "attribute_classifier")
     verdict_module.clear_cache()
     image = np.full((64, 64, 3), 200, dtype=np.uint8)
     assert part_verdict(image, "red dress with a belt") == NO_CLASSIFIER_MESSAGE
@@ -179,12 +179,12 @@ def test_demo_compare_handler_shows_the_verdict(trained, monkeypatch, tmp_path):
     folder, rows = trained
     image, caption = Image.fromarray(rows[1]["image"]), rows[1]["caption"]
     monkeypatch.setattr(handlers, "_VERDICT", None)  # the shim imports armani.evaluation.part_verdict again
-    monkeypatch.setattr(armani.evaluate, "DEFAULT_CLASSIFIER", folder)
+    monkeypatch.setattr(attributes, "default_classifier_dir", lambda: folder)
     verdict_module.clear_cache()
     shown = handlers.part_verdict(image, caption)
     assert HEADER.match(shown), shown
     assert shown == part_verdict(image, caption, classifier=folder)
-    monkeypatch.setattr(armani.evaluate, "DEFAULT_CLASSIFIER", tmp_path / "none")
+    monkeypatch.setattr(attributes, "default_classifier_dir", lambda: tmp_path / "none")
     verdict_module.clear_cache()
     assert handlers.part_verdict(image, caption) == NO_CLASSIFIER_MESSAGE
     verdict_module.clear_cache()

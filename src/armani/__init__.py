@@ -12,6 +12,20 @@ A newcomer's map (one module per idea of the paper):
 - ``armani.sampling``         AR (KV-cached) and mask-predict samplers
 - ``armani.training``         the Accelerate engine and one module per training stage
 - ``armani.config``           typed configs and the tiny / default / paper presets
+- ``armani.pipeline``         ``ArmaniPipeline``: text / sketch / partial image -> garments
+- ``armani.load_pipeline``    opens any saved pipeline or training run (ARMANI or a baseline)
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """``armani.load_pipeline``, imported on first use so ``import armani`` stays light."""
+    if name == "load_pipeline":
+        from armani.loading import load_pipeline
+
+        return load_pipeline
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["load_pipeline"]

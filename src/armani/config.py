@@ -23,7 +23,33 @@ from armani.models.maskclip import MaskCLIPConfig
 from armani.models.segmenter import SegmenterConfig
 from armani.models.transformer import TransformerConfig
 from armani.models.vqgan import VQGANConfig
-from armani.training.engine import OptimConfig
+
+
+@dataclass
+class OptimConfig:
+    """Optimisation and loop settings of one stage."""
+
+    batch_size: int = 32  # per process
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.99)
+    warmup_steps: int = 100
+    max_steps: int = 1000  # optimiser steps (after gradient accumulation)
+    grad_accum: int = 1
+    grad_clip: float = 1.0
+    log_every: int = 10
+    eval_every: int = 500  # 0 = only at the end
+    checkpoint_every: int = 200  # 0 = only at the end
+    keep_checkpoints: int = 2
+    num_workers: int = 0  # DataLoader workers per process
+    # Warm start: a folder with the stage's ``model.safetensors`` (an exported ``RUN/<stage>/final``
+    # or a saved pipeline's component, e.g. ``checkpoints/armani/transformer``) whose weights
+    # initialise the trained model before step 0; optimiser and schedule start fresh. Lets a
+    # later session train the shipped model further. The shapes must match exactly.
+    init_from: str | None = None
+    # False: load only the tensors whose names and shapes match (a baseline sharing ARMANI's
+    # encoder and decoder but not its quantiser); the skipped ones are printed and recorded.
+    init_strict: bool = True
 
 
 @dataclass

@@ -31,9 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_CLASSIFIER = ROOT / "checkpoints" / "attribute_classifier"
-TRUST_THRESHOLD = 0.95
+from armani.evaluation.attributes import TRUST_THRESHOLD, default_classifier_dir
+from armani.evaluation.attributes import load_classifier as _load_classifier
 
 
 @dataclass
@@ -64,20 +63,9 @@ def _images_to_tensor(images) -> torch.Tensor:
                         for im in images])
 
 
-def _load_classifier(path: str | None):
-    from armani.evaluation.attributes import AttributeClassifier, load_validation
-
-    folder = Path(path) if path else DEFAULT_CLASSIFIER
-    if not (folder / "model.safetensors").is_file():
-        if path:
-            raise FileNotFoundError(f"--classifier {folder} holds no attribute classifier (model.safetensors)")
-        return None, None, str(folder)
-    return AttributeClassifier.from_pretrained(folder), load_validation(folder), str(folder)
-
-
 def _judge(cfg: EvalConfig, pipe):
     """(tokenizer, segmenter, maskclip, name) for the MaskCLIP score, or None."""
-    from armani.evaluation import load_any_pipeline
+    from armani.loading import load_pipeline
 
     candidates = []
     if cfg.judge:
@@ -87,8 +75,8 @@ def _judge(cfg: EvalConfig, pipe):
         candidates.append(("the shipped ARMANI checkpoint", "shipped"))
     for name, source in candidates:
         try:
-            judge = load_any_pipeline(name) if source is None else (
-                load_any_pipeline(None) if source == "shipped" else source)
+            judge = load_pipeline(name) if source is None else (
+                load_pipeline(None) if source == "shipped" else source)
         except (FileNotFoundError, ValueError, ImportError):
             if cfg.judge:
                 raise
@@ -223,7 +211,7 @@ def evaluate(cfg: EvalConfig, pipe=None) -> dict:
     """
     from tqdm.auto import tqdm
 
-    from armani.evaluation import load_any_pipeline
+    from armani.loading import load_pipeline
     from armani.evaluation.anchors import fidelity, garment_masks, kept_region_psnr, silhouette_iou, summarise_psnr
     from armani.evaluation.metrics import (
         choose_extractors, clip_score, frechet_distance, inception_score, maskclip_scores, openclip_scorer, to_uint8,
@@ -234,7 +222,7 @@ def evaluate(cfg: EvalConfig, pipe=None) -> dict:
     started = time.perf_counter()
     classifier, validation, classifier_path = _load_classifier(cfg.classifier)  # fail before generating
     if pipe is None:
-        pipe = load_any_pipeline(cfg.checkpoint)
+        pipe = load_pipeline(cfg.checkpoint)
     prompts, size, control_kwargs = _task_setup(cfg, pipe)
     settings = getattr(pipe, "settings", None)
     controls = _controls(prompts, cfg, size, control_kwargs)
@@ -364,13 +352,13 @@ def anchors_report(cfg: EvalConfig, pipe=None) -> dict:
     without generating: ``{"anchors", "controls", "fidelity"}`` in the layout of its report
     (``fidelity`` of ``report``'s values when one is given). For reports made before anchors
     existed. ``pipe`` (default: ``cfg.checkpoint``) gives the image size and the MaskCLIP judge."""
-    from armani.evaluation import load_any_pipeline
+    from armani.loading import load_pipeline
     from armani.evaluation.metrics import choose_extractors
 
     _task_setup(cfg)
     classifier, validation, _ = _load_classifier(cfg.classifier)
     if pipe is None:
-        pipe = load_any_pipeline(cfg.checkpoint)
+        pipe = load_pipeline(cfg.checkpoint)
     prompts, size, control_kwargs = _task_setup(cfg, pipe)
     controls = _controls(prompts, cfg, size, control_kwargs)
     anchors, control_anchors = score_anchors(cfg, prompts, controls, size, classifier, validation,
@@ -503,7 +491,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--samples-per-prompt", type=int, default=2)
     p.add_argument("--num-prompts", type=int, default=50, help="procedural prompts (without --prompts)")
     p.add_argument("--split", default="val", choices=("val", "heldout"))
-    p.add_argument("--classifier", help=f"attribute classifier folder (default {DEFAULT_CLASSIFIER})")
+    p.add_argument("--classifier", help=f"attribute classifier folder (default {default_classifier_dir()})")
     p.add_argument("--judge", help="pipeline whose segmenter + MaskCLIP compute the MaskCLIP score "
                                    "(default: the evaluated one, else the shipped one)")
     p.add_argument("--inception", default="auto", choices=("auto", "on", "off"),

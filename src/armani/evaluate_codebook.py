@@ -57,16 +57,18 @@ from armani.codebook_health import (
     token_words,
     words_per_code,
 )
+from armani.loading import component_path
+from armani.models.cross_modal_encoding import encode_cross_modal
 from armani.models.maskclip import MaskCLIP
 from armani.models.segmenter import Segmenter
 from armani.models.vqgan import VQGAN
 from armani.parts import NUM_PARTS, PART_NAMES, PART_WORDS
+from armani.pipeline_protocol import checkpoints_dir
 from armani.text import GarmentTokenizer
 
-ROOT = Path(__file__).resolve().parents[2]
-# What the command evaluates when no --checkpoint is given: whichever of these exist.
-# no_sem2 is left out: it shares checkpoints/armani's codebook.
-SHIPPED = {name: ROOT / "checkpoints" / name for name in ("armani", "dalle", "m6", "no_fusion", "no_sem1")}
+# What the command evaluates when no --checkpoint is given: whichever of these exist in
+# checkpoints/. no_sem2 is left out: it shares checkpoints/armani's codebook.
+SHIPPED_NAMES = ("armani", "dalle", "m6", "no_fusion", "no_sem1")
 # The attributes the table prints (the JSON has every key of evaluation.attributes.compare).
 TABLE_ATTRIBUTES = ("category", "color", "pattern", "sleeve")
 
@@ -108,23 +110,15 @@ def load_codebook(path: str | Path, name: str | None = None) -> Codebook:
     loaded where present (a cross-modal codebook fails without them).
     """
     path = Path(path)
-    if (path / "pipeline.json").is_file():
-        from armani.pipeline import _component_folder
-
-        meta = json.loads((path / "pipeline.json").read_text())
-
-        def part(component: str) -> Path | None:  # its own folder or one it shares with a sibling
-            folder = _component_folder(path, component, meta)
-            return folder if (folder / "config.json").is_file() else None
-    elif (path / "vqgan" / "final" / "DONE").is_file():
-        def part(component: str) -> Path | None:
-            folder = path / component / "final"
-            return folder if (folder / "DONE").is_file() else None
-    else:
+    if not (path / "pipeline.json").is_file() and not (path / "vqgan" / "final" / "DONE").is_file():
         raise FileNotFoundError(
             f"{path} is neither a saved pipeline (pipeline.json) nor a training run with a finished "
             "codebook (vqgan/final/DONE)"
         )
+
+    def part(component: str) -> Path | None:  # its own folder, one shared with a sibling, or RUN/<c>/final
+        return component_path(path, component)
+
     vqgan_dir, seg_dir, clip_dir = part("vqgan"), part("segmenter"), part("maskclip")
     if vqgan_dir is None:
         raise FileNotFoundError(f"{path} has no image codebook (vqgan)")
@@ -181,9 +175,9 @@ def encode_with_words(codebook: Codebook, images: torch.Tensor, captions: list[s
     if not codebook.fused:
         return codebook.vqgan.encode(images), None, None
     tokens = codebook.tokenizer(captions, warn=False)
-    probs = codebook.segmenter.probs(images)  # (B, 15, S, S)
-    words, index = codebook.maskclip.best_words(images, probs, tokens.ids)  # (B, N, D), (B, N)
-    return codebook.vqgan.encode(images, words, index), index, tokens
+    ids, index = encode_cross_modal(codebook.vqgan, images, tokens.ids, segmenter=codebook.segmenter,
+                                    maskclip=codebook.maskclip)
+    return ids, index, tokens
 
 
 class PartSurvival:
@@ -518,7 +512,8 @@ def save_figures(report: CodebookReport, path: str | Path) -> list[Path]:
 def parse_checkpoints(items: list[str] | None) -> dict[str, Path]:
     """``["armani=runs/default", "runs/m6"]`` -> {name: dir}; none given -> the shipped ones present."""
     if not items:
-        found = {name: path for name, path in SHIPPED.items() if path.is_dir()}
+        shipped = {name: checkpoints_dir() / name for name in SHIPPED_NAMES}
+        found = {name: path for name, path in shipped.items() if path.is_dir()}
         if not found:
             raise FileNotFoundError(
                 "no --checkpoint given and no shipped codebook in checkpoints/ (armani, dalle, m6); "
@@ -539,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", action="append", metavar="NAME=DIR",
                     help="a saved pipeline or training run (repeatable; default: the shipped codebooks: "
-                         + ", ".join(f"checkpoints/{n}" for n in SHIPPED) + ")")
+                         + ", ".join(f"checkpoints/{n}" for n in SHIPPED_NAMES) + ")")
     ap.add_argument("--num", type=int, default=1000, help="validation garments")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--batch-size", type=int, default=64)
@@ -586,13 +581,13 @@ def _load_classifier(path: str | None, skip: bool):
     ``--classifier`` must hold one; without it the shipped one is used when present."""
     if skip:
         return None, None
-    from armani.evaluate import _load_classifier as load
+    from armani.evaluation.attributes import load_classifier
 
-    classifier, _, folder = load(path)
+    classifier, _, folder = load_classifier(path)
     if classifier is None:
         return None, None
     try:
-        shown = str(Path(folder).resolve().relative_to(ROOT))
+        shown = str(Path(folder).resolve().relative_to(checkpoints_dir().parent))
     except ValueError:
         shown = folder
     return classifier, shown

@@ -64,7 +64,7 @@ def reproduce_lines(cfg: ArmaniConfig, reports: dict[str, dict]) -> list[str]:
         if rep.get("init_from"):
             notes.append(f"- {STAGE_TITLES.get(stage, stage)}: warm-started from `{rep['init_from']}` "
                          "(the weights there when it was trained; see the git history of that folder).")
-    lines = ["```bash", *(commands or [default]), "python -m armani.pipeline --run runs/<run> --out checkpoints/<name>",
+    lines = ["```bash", *(commands or [default]), "python -m armani.assemble --run runs/<run> --out checkpoints/<name>",
              "```"]
     if notes:
         lines += ["", "Not every stage was trained from scratch by these commands:", "", *notes]

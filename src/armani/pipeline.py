@@ -17,77 +17,81 @@ with a message meant for a person; fixes applied silently are listed in ``output
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from PIL import Image
 
 from armani.data.images import ImageInputError, fit_image, load_image_with_notes, pil_to_tensor, tensor_to_pil
-from armani.data.transforms import canny_sketch, drawing_edges, partial_tensors, random_keep_mask, sketch_tensor
-from armani.data.transforms import partial_tokenizer_input
+from armani.data.transforms import (
+    canny_sketch,
+    drawing_edges,
+    partial_tensors,
+    partial_tokenizer_input,
+    random_keep_mask,
+    sketch_tensor,
+)
+from armani.models.cross_modal_encoding import encode_cross_modal
 from armani.models.maskclip import MaskCLIP
 from armani.models.segmenter import Segmenter
 from armani.models.transformer import CrossModalTransformer
-from armani.models.vqgan import VQGAN
+from armani.models.vqgan import VQGAN, CheckpointError
 from armani.parts import PART_ID, PART_NAMES
-from armani.sampling import sample_autoregressive, sample_mask_predict, token_mask_from_part_mask
+from armani.pipeline_protocol import (
+    ARMANI_FORMAT,
+    Capabilities,
+    PipelineInputError,
+    PipelineOutput,
+    as_pil,
+    check_num_images,
+    check_storage_dtype,
+    read_pipeline_json,
+    read_text,
+    resolve_seed,
+    settings_with,
+    shipped_checkpoint,
+)
+from armani.sampling import (
+    AutoregressiveSampler,
+    MaskPredictSampler,
+    Sampler,
+    sampler_from_dict,
+    token_mask_from_part_mask,
+)
 from armani.text import GarmentTokenizer
 
-# Where from_pretrained() with no argument looks: the checkpoint committed to the repo.
-SHIPPED_CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "armani"
 COMPONENTS = ("segmenter", "maskclip", "vqgan", "sketch_tokenizer", "partial_tokenizer", "transformer")
-MAX_IMAGES = 16
 _LOADERS = {"segmenter": Segmenter, "maskclip": MaskCLIP, "vqgan": VQGAN, "sketch_tokenizer": VQGAN,
             "partial_tokenizer": VQGAN, "transformer": CrossModalTransformer}
 
 
-class PipelineInputError(ValueError):
-    """Input the pipeline cannot use, with a message that says what to change."""
+# The sampler a pipeline gets when none is stored: ARMANI's shipped settings.
+DEFAULT_SAMPLER = AutoregressiveSampler(guidance_scale=3.0, temperature=1.0, top_k=100)
+# pipeline.json files written before samplers were objects kept these keys in "settings".
+_LEGACY_SAMPLER_KEYS = ("sampler", "guidance_scale", "temperature", "top_k", "top_p", "nar_steps", "dtype")
 
 
 @dataclass
 class PipelineSettings:
-    """Defaults stored in ``pipeline.json``; every call may override them."""
+    """Input handling and naming, stored in ``pipeline.json`` (the sampler is stored beside it)."""
 
     name: str = "armani"
     description: str = "ARMANI: text / sketch / partial image -> garment"
-    sampler: Literal["ar", "nar"] = "ar"
-    guidance_scale: float = 3.0
-    temperature: float = 1.0
-    top_k: int | None = 100
-    top_p: float | None = None
-    nar_steps: int = 10
     sketch_low: int = 100
     sketch_high: int = 200
     keep_fraction: float = 0.25
-    dtype: Literal["float32", "bfloat16"] = "bfloat16"
     # Paste the partial image's kept region back into every output, feathered over this many
     # pixels outside it (0: keep the model's own decoding of that region).
     keep_feather: int = 3
     composite_partial: bool = True
-
-
-@dataclass
-class PipelineOutput:
-    images: list[Image.Image]
-    ids: torch.Tensor  # (num_images, N[, G]) the sampled tokens
-    sketch: Image.Image | None = None  # the edge map the model saw (white edges on black)
-    partial: Image.Image | None = None  # the partial image the model saw (grey = not given)
-    keep_mask: Image.Image | None = None  # white = kept region
-    text: str | None = None  # the text as the model read it (after cleaning/truncation)
-    notes: list[str] = field(default_factory=list)  # fixes applied to the input
-    seconds: float = 0.0
-    # With a partial image and ``composite_partial``: the model's own decoding, before its kept
-    # region was pasted back (``images`` are the composited garments).
-    uncomposited: list[Image.Image] | None = None
 
 
 @dataclass
@@ -106,7 +110,7 @@ class ArmaniPipeline:
     def __init__(self, tokenizer: GarmentTokenizer, vqgan: VQGAN, transformer: CrossModalTransformer,
                  sketch_tokenizer: VQGAN | None = None, partial_tokenizer: VQGAN | None = None,
                  segmenter: Segmenter | None = None, maskclip: MaskCLIP | None = None,
-                 settings: PipelineSettings | None = None):
+                 settings: PipelineSettings | None = None, sampler: Sampler | None = None):
         self.tokenizer = tokenizer
         self.vqgan = vqgan.eval()
         self.transformer = transformer.eval()
@@ -115,11 +119,28 @@ class ArmaniPipeline:
         self.segmenter = None if segmenter is None else segmenter.eval()
         self.maskclip = None if maskclip is None else maskclip.eval()
         self.settings = settings or PipelineSettings()
+        # The default sampler, swappable like a diffusers scheduler (``pipe.sampler = ...``).
+        self.sampler = sampler if sampler is not None else _default_sampler(transformer)
         self.image_size = vqgan.config.image_size
         if vqgan.config.fusion and (maskclip is None or segmenter is None):
             raise ValueError("a cross-modal codebook needs MaskCLIP and the segmenter to encode images")
         for module in self.modules().values():
             module.requires_grad_(False)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """Text always; a sketch / partial image when the checkpoint has its tokenizer. A causal
+        transformer samples autoregressively and can edit parts; a bidirectional one (M6-style)
+        samples by mask-predict."""
+        controls = {"text"}
+        if self.sketch_tokenizer is not None:
+            controls.add("sketch")
+        if self.partial_tokenizer is not None:
+            controls.add("partial")
+        causal = bool(self.transformer.config.causal)
+        samplers = (AutoregressiveSampler.type,) if causal else (MaskPredictSampler.type,)
+        return Capabilities(controls=frozenset(controls), samplers=samplers, top_k=True, previews=True,
+                            edit=causal and self.segmenter is not None)
 
     # -- persistence -------------------------------------------------------------------------
     def modules(self) -> dict[str, torch.nn.Module]:
@@ -144,17 +165,16 @@ class ArmaniPipeline:
         for name, module in self.modules().items():
             target = path / name
             module.save_pretrained(target)
-            weights = target / "model.safetensors"
             if share_with is not None:
                 other = Path(share_with) / name
                 if _same_component(target, other):
                     shutil.rmtree(target)
                     shared[name] = os.path.relpath(other.resolve(), path.resolve())
                     continue
-            if storage_dtype == "bfloat16":
-                store_weights_in_bf16(weights)
-        meta = {"format": "armani-pipeline", "version": 1, "components": list(self.modules()),
-                "settings": asdict(self.settings)}
+            if storage_dtype == "bfloat16":  # after the comparison: shared components stay float32
+                module.save_pretrained(target, storage_dtype=storage_dtype)
+        meta = {"format": ARMANI_FORMAT, "version": 2, "components": list(self.modules()),
+                "settings": asdict(self.settings), "sampler": self.sampler.to_dict()}
         if shared:
             meta["shared"] = shared
         (path / "pipeline.json").write_text(json.dumps(meta, indent=2))
@@ -163,32 +183,21 @@ class ArmaniPipeline:
     def from_pretrained(cls, path: str | Path | None = None, **settings: Any) -> "ArmaniPipeline":
         """Load a saved pipeline: a local folder, a Hugging Face Hub repo id (needs the network
         or the local hub cache), or nothing for the checkpoint shipped in this repo."""
-        folder = Path(path) if path is not None else SHIPPED_CHECKPOINT
+        folder = Path(path) if path is not None else shipped_checkpoint()
         if not folder.is_dir():
             if path is None:
                 raise FileNotFoundError(
-                    f"the shipped checkpoint is missing at {folder}; train one with "
-                    "`accelerate launch src/armani/train.py --config default --stage all` and assemble it "
-                    "with `python -m armani.pipeline --run runs/default --out checkpoints/armani`"
+                    f"the shipped checkpoint is missing at {folder} (set $ARMANI_CHECKPOINT to another folder); "
+                    "train one with `accelerate launch src/armani/train.py --config default --stage all` and "
+                    "assemble it with `python -m armani.assemble --run runs/default --out checkpoints/armani`"
                 )
-            folder = _from_hub(str(path))
-        meta_file = folder / "pipeline.json"
-        if not meta_file.is_file():
-            raise FileNotFoundError(f"{folder} is not an ARMANI pipeline (no pipeline.json)")
-        try:
-            meta = json.loads(meta_file.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{meta_file} is corrupt: {err}") from err
-        if meta.get("format") != "armani-pipeline":
-            raise ValueError(f"{meta_file} is not an ARMANI pipeline file")
-        parts = {name: _LOADERS[name].from_pretrained(_component_folder(folder, name, meta))
+            folder = hub_snapshot(str(path))
+        meta = read_pipeline_json(folder, ARMANI_FORMAT)
+        parts = {name: _LOADERS[name].from_pretrained(component_folder(folder, name, meta))
                  for name in meta["components"]}
-        stored = PipelineSettings(**meta.get("settings", {}))
-        for key, value in settings.items():
-            if not hasattr(stored, key):
-                raise TypeError(f"unknown pipeline setting {key!r}")
-            setattr(stored, key, value)
-        pipe = cls(GarmentTokenizer.from_pretrained(folder / "tokenizer"), settings=stored, **parts)
+        stored, sampler = _stored_settings(meta)
+        stored, sampler = _with_overrides(stored, sampler, settings)
+        pipe = cls(GarmentTokenizer.from_pretrained(folder / "tokenizer"), settings=stored, sampler=sampler, **parts)
         pipe._check_consistency()
         return pipe
 
@@ -204,15 +213,13 @@ class ArmaniPipeline:
         missing = {"vqgan", "transformer"} - set(parts)
         if missing:
             raise FileNotFoundError(f"{run_dir} lacks the finished stage(s) {sorted(missing)}")
-        if not parts["transformer"].config.causal:
-            settings.setdefault("sampler", "nar")  # a bidirectional (M6-style) model samples by mask-predict
-        pipe = cls(GarmentTokenizer.from_pretrained(run_dir / "tokenizer"), settings=PipelineSettings(**settings),
-                   **parts)
+        stored, sampler = _with_overrides(PipelineSettings(), _default_sampler(parts["transformer"]), settings)
+        pipe = cls(GarmentTokenizer.from_pretrained(run_dir / "tokenizer"), settings=stored, sampler=sampler, **parts)
         pipe._check_consistency()
         return pipe
 
     def _check_consistency(self) -> None:
-        t, v = self.transformer.config, self.vqgan.config
+        t = self.transformer.config
         problems = []
         if t.text_vocab_size != self.tokenizer.vocab_size:
             problems.append(f"transformer text vocab {t.text_vocab_size} != tokenizer {self.tokenizer.vocab_size}")
@@ -229,25 +236,7 @@ class ArmaniPipeline:
 
     # -- input preparation --------------------------------------------------------------------
     def prepare_text(self, text: str | None, notes: list[str]) -> tuple[torch.Tensor | None, str | None]:
-        if text is None:
-            return None, None
-        if not isinstance(text, str):
-            raise PipelineInputError(f"text must be a string, got {type(text).__name__}")
-        if not any(ch.isalnum() for ch in self.tokenizer.clean(text)):
-            if text.strip():
-                raise PipelineInputError("the text has no words after cleaning (only symbols); describe the garment")
-            return None, None
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            tokens = self.tokenizer([text])
-        read = " ".join(tokens.words[0])
-        if tokens.truncated[0]:
-            notes.append(f"the text was longer than {self.tokenizer.context_length - 2} tokens and was cut "
-                         f"after: '...{read[-40:]}'")
-        unknown = int((tokens.ids[0] == self.tokenizer.unk_id).sum()) if self.tokenizer.unk_id is not None else 0
-        if unknown:
-            notes.append(f"{unknown} word piece(s) are not in this model's vocabulary and were read as unknown")
-        return tokens.ids, read
+        return read_text(self.tokenizer, text, notes)
 
     def _image(self, x, what: str, notes: list[str]) -> Image.Image:
         try:
@@ -304,7 +293,7 @@ class ArmaniPipeline:
             keep = random_keep_mask(S, S, np.random.default_rng(seed), self.settings.keep_fraction)
             notes.append(f"no region marked: kept a random {int(self.settings.keep_fraction * 100)}% crop")
         else:
-            m = keep_mask if isinstance(keep_mask, np.ndarray) else np.asarray(_as_pil(keep_mask).convert("L"))
+            m = keep_mask if isinstance(keep_mask, np.ndarray) else np.asarray(as_pil(keep_mask).convert("L"))
             m = np.asarray(m)
             if m.ndim == 3:
                 m = m.max(axis=-1)
@@ -322,7 +311,7 @@ class ArmaniPipeline:
     @torch.inference_mode()
     def __call__(self, text: str | None = None, sketch=None, partial=None, partial_keep_mask=None,
                  num_images: int = 4, seed: int | None = 0, guidance_scale: float | None = None,
-                 sampler: Literal["ar", "nar"] | None = None, top_k: int | None = -1, top_p: float | None = -1.0,
+                 sampler: str | Sampler | None = None, top_k: int | None = -1, top_p: float | None = -1.0,
                  temperature: float | None = None, sketch_mode: str = "auto",
                  sketch_thresholds: tuple[int, int] | None = None, allow_unconditional: bool = False,
                  composite_partial: bool | None = None,
@@ -330,7 +319,10 @@ class ArmaniPipeline:
                  callback_every: int = 32, callback_images: bool = True) -> PipelineOutput:
         """Generate ``num_images`` garments from any mix of text, sketch and partial image.
 
-        ``top_k``/``top_p`` default (-1) to the pipeline settings; pass None to disable.
+        ``sampler`` is the pipeline's own (None), another :class:`~armani.sampling.Sampler`, or
+        a type name (``"ar"`` / ``"nar"``) that keeps the stored guidance, temperature and top-k.
+        ``guidance_scale`` / ``temperature`` (None) and ``top_k`` / ``top_p`` (-1) default to
+        that sampler's settings; pass ``top_k=None`` to disable it.
         ``callback(step, total, preview_images)`` receives progressive previews every
         ``callback_every`` tokens (AR) or every step (mask-predict). With
         ``callback_images=False`` it gets an empty list instead: progress and a chance to stop
@@ -343,10 +335,8 @@ class ArmaniPipeline:
         start = time.perf_counter()
         s = self.settings
         notes: list[str] = []
-        if not 1 <= int(num_images) <= MAX_IMAGES:
-            raise PipelineInputError(f"num_images must be between 1 and {MAX_IMAGES}, got {num_images}")
-        num_images = int(num_images)
-        seed = int(seed) if seed is not None else int(torch.seed() % (2**31))
+        num_images = check_num_images(num_images)
+        seed = resolve_seed(seed)
         text_ids, read = self.prepare_text(text, notes)
         sketch_ids = partial_ids = None
         sketch_img = partial_img = keep_img = None
@@ -367,34 +357,14 @@ class ArmaniPipeline:
         if text_ids is None and sketch_ids is None and partial_ids is None and not allow_unconditional:
             raise PipelineInputError("give a text, a sketch or a partial image (or allow unconditional samples)")
 
-        sampler = sampler or s.sampler
-        scale = s.guidance_scale if guidance_scale is None else float(guidance_scale)
-        temp = s.temperature if temperature is None else float(temperature)
-        k = s.top_k if top_k == -1 else top_k
-        p = s.top_p if top_p == -1.0 else top_p
-        if temp < 0 or scale < 0:
-            raise PipelineInputError("temperature and guidance scale must be >= 0")
+        smp = self.sampler_for_call(sampler, guidance_scale, temperature, top_k, top_p, callback_every)
         preview = None
         if callback is not None:
-            total = self.transformer.config.image_len if sampler == "ar" else s.nar_steps
+            total = smp.num_steps(self.transformer.config.image_len)
             preview = lambda step, ids: callback(  # noqa: E731
                 step, total, self._preview(ids) if callback_images else [])
-        if sampler == "ar":
-            if not self.transformer.config.causal:
-                raise PipelineInputError("this checkpoint's transformer is bidirectional: use sampler='nar'")
-            ids = sample_autoregressive(
-                self.transformer, text_ids, sketch_ids, partial_ids, num_images=num_images, generator=seed,
-                temperature=temp, top_k=k, top_p=p, guidance_scale=scale, callback=preview,
-                callback_every=callback_every, dtype=s.dtype)
-        elif sampler == "nar":
-            if self.transformer.config.causal:
-                raise PipelineInputError("this checkpoint's transformer is autoregressive: use sampler='ar' "
-                                         "(mask-predict needs the bidirectional M6-style checkpoint)")
-            ids = sample_mask_predict(
-                self.transformer, text_ids, sketch_ids, partial_ids, num_images=num_images, generator=seed,
-                steps=s.nar_steps, temperature=temp, top_k=k, guidance_scale=scale, callback=preview, dtype=s.dtype)
-        else:
-            raise PipelineInputError(f"sampler must be 'ar' or 'nar', got {sampler!r}")
+        ids = smp(self.transformer, text_ids, sketch_ids, partial_ids, num_images=num_images, generator=seed,
+                  callback=preview)
         images = self.decode(ids)
         uncomposited = None
         if kept is not None and (s.composite_partial if composite_partial is None else composite_partial):
@@ -403,6 +373,36 @@ class ArmaniPipeline:
         return PipelineOutput(images=images, ids=ids, sketch=sketch_img, partial=partial_img, keep_mask=keep_img,
                               text=read, notes=notes, seconds=time.perf_counter() - start,
                               uncomposited=uncomposited)
+
+    def sampler_for_call(self, sampler: str | Sampler | None = None, guidance_scale: float | None = None,
+                         temperature: float | None = None, top_k: int | None = -1, top_p: float | None = -1.0,
+                         callback_every: int | None = None) -> Sampler:
+        """The sampler one call uses: the stored one or ``sampler``, with the call's overrides."""
+        try:
+            smp = sampler if isinstance(sampler, Sampler) else (
+                self.sampler if sampler is None else self.sampler.converted(sampler))
+        except ValueError as err:
+            raise PipelineInputError(str(err)) from err
+        own = _fields(smp)
+        options: dict[str, Any] = {}
+        if guidance_scale is not None:
+            options["guidance_scale"] = float(guidance_scale)
+        if temperature is not None:
+            options["temperature"] = float(temperature)
+        if top_k != -1:
+            options["top_k"] = top_k
+        if top_p != -1.0 and "top_p" in own:
+            options["top_p"] = top_p
+        if callback_every is not None and "callback_every" in own:
+            options["callback_every"] = callback_every
+        if options.get("temperature", smp.temperature) < 0 or options.get("guidance_scale", smp.guidance_scale) < 0:
+            raise PipelineInputError("temperature and guidance scale must be >= 0")
+        if smp.causal != bool(self.transformer.config.causal):
+            kind = "autoregressive: use sampler='ar'" if self.transformer.config.causal else \
+                "bidirectional: use sampler='nar'"
+            raise PipelineInputError(f"this checkpoint's transformer is {kind} "
+                                     "(mask-predict needs the bidirectional M6-style checkpoint)")
+        return smp.with_options(**options)
 
     def decode(self, ids: torch.Tensor) -> list[Image.Image]:
         out = tensor_to_pil(self.vqgan.decode(ids).clamp(-1, 1))
@@ -436,11 +436,7 @@ class ArmaniPipeline:
     @torch.inference_mode()
     def encode_image(self, image: torch.Tensor, text_ids: torch.Tensor | None) -> torch.Tensor:
         """Image tensor (B, 3, S, S) -> token ids, fused with ``text_ids``' words for a cross-modal codebook."""
-        words = index = None
-        if self.vqgan.config.fusion and text_ids is not None:
-            probs = self.segmenter.probs(image)
-            words, index = self.maskclip.best_words(image, probs, text_ids.expand(image.shape[0], -1))
-        return self.vqgan.encode(image, words, index)
+        return encode_cross_modal(self.vqgan, image, text_ids, segmenter=self.segmenter, maskclip=self.maskclip)[0]
 
     @torch.inference_mode()
     def edit_part(self, image, part: str, text: str, seed: int = 0, guidance_scale: float | None = None,
@@ -465,12 +461,8 @@ class ArmaniPipeline:
         orig = self.encode_image(img, text_ids)  # (1, N[, G])
         grid = self.vqgan.grid_size
         region = token_mask_from_part_mask(mask, PART_ID[part], grid)  # (N,)
-        s = self.settings
-        ids = sample_autoregressive(
-            self.transformer, text_ids, num_images=1, generator=seed, fixed_ids=orig, fixed_mask=~region,
-            guidance_scale=s.guidance_scale if guidance_scale is None else guidance_scale,
-            temperature=s.temperature if temperature is None else temperature,
-            top_k=s.top_k if top_k == -1 else top_k, dtype=s.dtype)
+        smp = self.sampler_for_call(None, guidance_scale, temperature, top_k, top_p=None)
+        ids = smp(self.transformer, text_ids, num_images=1, generator=seed, fixed_ids=orig, fixed_mask=~region)
         recon = self.vqgan.decode(orig).clamp(-1, 1)
         edited = self.vqgan.decode(ids).clamp(-1, 1)
         cell = self.image_size // grid
@@ -480,6 +472,46 @@ class ArmaniPipeline:
                           region=Image.fromarray(pixel_region.numpy().astype(np.uint8) * 255),
                           changed_tokens=int((ids != orig).reshape(ids.shape[0], ids.shape[1], -1).any(-1).sum()),
                           ids=ids, original_ids=orig, token_region=region, notes=notes)
+
+
+def _fields(obj) -> set[str]:
+    return {f.name for f in dataclasses.fields(obj)}
+
+
+def _default_sampler(transformer: CrossModalTransformer) -> Sampler:
+    """ARMANI's shipped sampling settings, autoregressive or mask-predict by the transformer's kind."""
+    return DEFAULT_SAMPLER if transformer.config.causal else DEFAULT_SAMPLER.converted(MaskPredictSampler.type)
+
+
+def _stored_settings(meta: dict) -> tuple[PipelineSettings, Sampler]:
+    """(settings, sampler) of a pipeline.json; reads the flat sampling keys of version-1 files."""
+    raw = dict(meta.get("settings", {}))
+    legacy = {k: raw.pop(k) for k in _LEGACY_SAMPLER_KEYS if k in raw}
+    try:
+        settings = PipelineSettings(**raw)
+        if "sampler" in meta:
+            return settings, sampler_from_dict(meta["sampler"])
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"pipeline.json: invalid settings ({err}); save the pipeline again") from err
+    kind = legacy.pop("sampler", AutoregressiveSampler.type)
+    if "nar_steps" in legacy:
+        legacy["steps"] = legacy.pop("nar_steps")
+    sampler = DEFAULT_SAMPLER.converted(kind)
+    return settings, sampler.with_options(**{k: v for k, v in legacy.items() if k in _fields(sampler)})
+
+
+def _with_overrides(settings: PipelineSettings, sampler: Sampler,
+                    overrides: dict[str, Any]) -> tuple[PipelineSettings, Sampler]:
+    """Apply load-time overrides: ``sampler=`` ("ar" / "nar" / a Sampler), any sampler setting
+    (``guidance_scale=2.0``, ``steps=8``) and any :class:`PipelineSettings` field."""
+    overrides = dict(overrides)
+    kind = overrides.pop("sampler", None)
+    if isinstance(kind, Sampler):
+        sampler = kind
+    elif kind is not None:
+        sampler = sampler.converted(kind)
+    own = {k: overrides.pop(k) for k in list(overrides) if k in _fields(sampler)}
+    return settings_with(settings, overrides), sampler.with_options(**own)
 
 
 def composite_kept_region(images: list[Image.Image], partial: torch.Tensor, keep: torch.Tensor,
@@ -514,29 +546,6 @@ def composite_kept_region(images: list[Image.Image], partial: torch.Tensor, keep
     return out
 
 
-def _as_pil(x) -> Image.Image:
-    if isinstance(x, Image.Image):
-        return x
-    if isinstance(x, (str, Path)):
-        return Image.open(x)
-    return Image.fromarray(np.asarray(x))
-
-
-def check_storage_dtype(storage_dtype: str) -> None:
-    if storage_dtype not in ("float32", "bfloat16"):
-        raise ValueError(f"storage_dtype must be 'float32' or 'bfloat16', got {storage_dtype!r}")
-
-
-def store_weights_in_bf16(weights: Path) -> None:
-    """Rewrite a safetensors file with its floating-point tensors in bf16 (half the bytes).
-    Loaders cast them back to float32: ``load_state_dict`` copies into float32 parameters."""
-    from safetensors.torch import load_file, save_file
-
-    tensors = {k: (v.to(torch.bfloat16) if v.is_floating_point() else v).contiguous()
-               for k, v in load_file(str(weights)).items()}
-    save_file(tensors, str(weights))
-
-
 def _same_component(a: Path, b: Path) -> bool:
     """Two saved components with the same config and bit-identical weights."""
     from safetensors.torch import load_file
@@ -550,7 +559,7 @@ def _same_component(a: Path, b: Path) -> bool:
     return wa.keys() == wb.keys() and all(wa[k].dtype == wb[k].dtype and torch.equal(wa[k], wb[k]) for k in wa)
 
 
-def _component_folder(folder: Path, name: str, meta: dict) -> Path:
+def component_folder(folder: Path, name: str, meta: dict) -> Path:
     """Where a pipeline's component lives: its own sub-folder, or a shared one (a relative path
     to a sibling pipeline, e.g. ``../armani/maskclip``) that must exist beside it."""
     ref = meta.get("shared", {}).get(name)
@@ -566,7 +575,7 @@ def _component_folder(folder: Path, name: str, meta: dict) -> Path:
     return target
 
 
-def _from_hub(repo_id: str) -> Path:
+def hub_snapshot(repo_id: str) -> Path:
     """A Hub repo id -> its local snapshot (offline: only what the hub cache already holds)."""
     try:
         from huggingface_hub import snapshot_download
@@ -577,69 +586,3 @@ def _from_hub(repo_id: str) -> Path:
             f"{repo_id!r} is neither a local folder nor a reachable Hugging Face Hub repo ({type(err).__name__}: "
             f"{str(err)[:200]})"
         ) from err
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m armani.pipeline --run runs/default --out checkpoints/armani``: assemble a
-    pipeline from a training run; ``--prompt`` also renders a quick sample grid."""
-    import argparse
-    import shutil
-
-    ap = argparse.ArgumentParser(description=main.__doc__)
-    ap.add_argument("--run", help="training run directory to assemble from")
-    ap.add_argument("--checkpoint", help="or a saved pipeline to load")
-    ap.add_argument("--out", help="where to save the assembled pipeline")
-    ap.add_argument("--name", default=None, help="pipeline name stored in pipeline.json")
-    ap.add_argument("--description", default=None, help="one line saying what it is (pipeline.json, model card)")
-    ap.add_argument("--prompt", action="append", default=[], help="render samples for this text (repeatable)")
-    ap.add_argument("--samples", default="outputs/samples.png")
-    ap.add_argument("--share-with", help="a saved pipeline whose identical components are referenced, not copied")
-    ap.add_argument("--storage-dtype", default="float32", choices=("float32", "bfloat16"),
-                    help="dtype of the stored weights (bfloat16: half the size)")
-    args = ap.parse_args(argv)
-    diffusion = False
-    if args.run:
-        named = {k: v for k, v in (("name", args.name), ("description", args.description)) if v}
-        run = Path(args.run)
-        # A run that trained only the diffusion baseline (`--stage diffusion`) assembles into
-        # that baseline's pipeline; its text tower comes from the run's MaskCLIP.
-        diffusion = (run / "diffusion" / "final" / "DONE").is_file() and not (run / "transformer" / "final").is_dir()
-        if diffusion:
-            from armani.baselines.diffusion import DiffusionBaselinePipeline
-
-            pipe = DiffusionBaselinePipeline.from_run(run, **named)
-        else:
-            pipe = ArmaniPipeline.from_run(run, **named)
-    else:
-        pipe = ArmaniPipeline.from_pretrained(args.checkpoint)
-    if args.out:
-        shared = {} if diffusion else {"share_with": args.share_with}  # a diffusion pipeline shares nothing
-        pipe.save_pretrained(args.out, storage_dtype=args.storage_dtype, **shared)
-        if args.run:
-            from armani.model_card import model_card
-
-            card = model_card(Path(args.run), pipe.settings.name, pipe.settings.description)
-            (Path(args.out) / "README.md").write_text(card)
-            shutil.copy(Path(args.run) / "config.yaml", Path(args.out) / "run_config.yaml")
-            # Each component keeps its stage's training report, so the checkpoint can seed a
-            # later run (`train.py --reuse CHECKPOINT`) and that run's model card stays whole.
-            kept = {"diffusion": "unet"} if diffusion else {name: name for name in pipe.modules()}
-            for name, folder in kept.items():
-                report = Path(args.run) / name / "final" / "training_report.json"
-                if report.is_file() and (Path(args.out) / folder).is_dir():
-                    shutil.copy(report, Path(args.out) / folder / "training_report.json")
-        print(f"saved {args.out}")
-    if args.prompt:
-        rows = []
-        for prompt in args.prompt:
-            out = pipe(text=prompt, num_images=4, seed=0)
-            print(f"{out.seconds:.2f}s  {prompt}")
-            rows.append(np.concatenate([np.asarray(im) for im in out.images], axis=1))
-        Path(args.samples).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.concatenate(rows, axis=0)).save(args.samples)
-        print(f"wrote {args.samples}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -49,22 +49,27 @@ from open_clip.transformer import TextTransformer
 from torch import nn
 
 from armani.data.images import tensor_to_pil
-from armani.models.maskclip import MaskCLIP, MaskCLIPConfig, load_checkpoint, save_checkpoint
-from armani.pipeline import (
-    MAX_IMAGES,
-    ArmaniPipeline,
+from armani.models.checkpoint import PretrainedMixin
+from armani.models.maskclip import MaskCLIP, MaskCLIPConfig
+from armani.pipeline_protocol import (
+    DIFFUSION_FORMAT,
+    Capabilities,
     PipelineInputError,
     PipelineOutput,
+    check_num_images,
     check_storage_dtype,
+    read_pipeline_json,
+    read_text,
+    resolve_seed,
+    settings_with,
     store_weights_in_bf16,
 )
 from armani.text import GarmentTokenizer
 
 if TYPE_CHECKING:  # pragma: no cover
-    from armani.config import ArmaniConfig
-    from armani.training.engine import OptimConfig
+    from armani.config import ArmaniConfig, OptimConfig
 
-FORMAT = "armani-diffusion"
+FORMAT = DIFFUSION_FORMAT
 CONFIG_NAME = "diffusion_config.json"
 SAMPLERS = ("dpm++", "ddim")
 
@@ -129,7 +134,7 @@ def diffusion_optim_for(cfg: "ArmaniConfig") -> "OptimConfig":
     preset: batch 16 and 1,600 steps by default, about 40 minutes of a quiet 2-core CPU (bf16,
     1.5 s per step measured), the wall time ARMANI's own phase 2 spends on its codebook and
     transformer together; six steps for a tiny run."""
-    from armani.training.engine import OptimConfig
+    from armani.config import OptimConfig
 
     own = getattr(cfg.train, "diffusion", None)
     if own is not None:
@@ -146,12 +151,14 @@ def _is_tiny(cfg) -> bool:
 
 
 # -- the frozen text encoder -------------------------------------------------------------
-class TextTower(nn.Module):
+class TextTower(PretrainedMixin, nn.Module):
     """MaskCLIP's text encoder alone: token ids -> per-token features before the projection.
 
     Built from a :class:`MaskCLIPConfig` (only its text fields matter) so the weights copied
     from a trained MaskCLIP fit exactly; saved as ``config.json + model.safetensors``.
     """
+
+    config_class = MaskCLIPConfig
 
     def __init__(self, config: MaskCLIPConfig):
         super().__init__()
@@ -182,12 +189,8 @@ class TextTower(nn.Module):
         _, tokens = self.text_encoder(padded)  # (B, ctx, width), after ln_final
         return tokens[:, :L], text_ids != self.config.pad_id
 
-    def save_pretrained(self, path: str | Path) -> Path:
-        return save_checkpoint(self, self.config, path)
-
-    @classmethod
-    def from_pretrained(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "TextTower":
-        return load_checkpoint(cls, MaskCLIPConfig, path, map_location).eval().requires_grad_(False)
+    def after_load(self) -> None:
+        self.eval().requires_grad_(False)  # frozen: the baseline never trains its text tower
 
 
 # -- the model -----------------------------------------------------------------------------
@@ -328,6 +331,11 @@ class DiffusionBaselinePipeline:
         if problems:
             raise ValueError("mismatched diffusion pipeline components: " + "; ".join(problems))
 
+    @property
+    def capabilities(self) -> Capabilities:
+        """Text only; its samplers are the diffusers schedulers it was built with."""
+        return Capabilities(controls=frozenset({"text"}), samplers=SAMPLERS)
+
     # -- persistence ------------------------------------------------------------------------
     def save_pretrained(self, path: str | Path, storage_dtype: str = "float32") -> None:
         """``storage_dtype='bfloat16'`` stores the UNet's and the text tower's weights in bf16
@@ -336,10 +344,10 @@ class DiffusionBaselinePipeline:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.tokenizer.save_pretrained(path / "tokenizer")
-        self.text_encoder.save_pretrained(path / "text_encoder")
+        self.text_encoder.save_pretrained(path / "text_encoder", storage_dtype=storage_dtype)
         self.model.save_pretrained(path)
-        if storage_dtype == "bfloat16":
-            for weights in [*(path / "text_encoder").glob("*.safetensors"), *(path / "unet").glob("*.safetensors")]:
+        if storage_dtype == "bfloat16":  # the UNet is a diffusers folder: its file is rewritten in bf16
+            for weights in (path / "unet").glob("*.safetensors"):
                 store_weights_in_bf16(weights)
         meta = {"format": FORMAT, "version": 1, "settings": asdict(self.settings)}
         (path / "pipeline.json").write_text(json.dumps(meta, indent=2))
@@ -347,20 +355,8 @@ class DiffusionBaselinePipeline:
     @classmethod
     def from_pretrained(cls, path: str | Path, **settings: Any) -> "DiffusionBaselinePipeline":
         folder = Path(path)
-        meta_file = folder / "pipeline.json"
-        if not meta_file.is_file():
-            raise FileNotFoundError(f"{folder} is not a saved pipeline (no pipeline.json)")
-        try:
-            meta = json.loads(meta_file.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{meta_file} is corrupt: {err}") from err
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{meta_file} has format {meta.get('format')!r}, not {FORMAT!r}")
-        stored = DiffusionSettings(**meta.get("settings", {}))
-        for key, value in settings.items():
-            if not hasattr(stored, key):
-                raise TypeError(f"unknown pipeline setting {key!r}")
-            setattr(stored, key, value)
+        meta = read_pipeline_json(folder, FORMAT)
+        stored = settings_with(DiffusionSettings(**meta.get("settings", {})), settings)
         return cls(GarmentTokenizer.from_pretrained(folder / "tokenizer"),
                    TextTower.from_pretrained(folder / "text_encoder"),
                    DiffusionBaseline.from_pretrained(folder), stored)
@@ -377,8 +373,8 @@ class DiffusionBaselinePipeline:
 
     # -- generation ---------------------------------------------------------------------------
     def prepare_text(self, text: str | None, notes: list[str]) -> tuple[torch.Tensor | None, str | None]:
-        """ArmaniPipeline's own text checks and notes (it only reads ``self.tokenizer``)."""
-        return ArmaniPipeline.prepare_text(self, text, notes)  # type: ignore[arg-type]
+        """The same text checks and notes as ArmaniPipeline's."""
+        return read_text(self.tokenizer, text, notes)
 
     def encode_text(self, text_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.text_encoder(text_ids)
@@ -400,10 +396,8 @@ class DiffusionBaselinePipeline:
         notes: list[str] = []
         if sketch is not None or partial is not None or partial_keep_mask is not None:
             raise PipelineInputError("the diffusion baseline takes text only")
-        if not 1 <= int(num_images) <= MAX_IMAGES:
-            raise PipelineInputError(f"num_images must be between 1 and {MAX_IMAGES}, got {num_images}")
-        num_images = int(num_images)
-        seed = int(seed) if seed is not None else int(torch.seed() % (2**31))
+        num_images = check_num_images(num_images)
+        seed = resolve_seed(seed)
         text_ids, read = self.prepare_text(text, notes)
         if text_ids is None and not allow_unconditional:
             raise PipelineInputError("describe the garment: the diffusion baseline needs a text")

@@ -49,8 +49,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from armani.data.garments import CATEGORIES, COLORS, PATTERNS, SLEEVES
-from armani.models.maskclip import load_checkpoint, save_checkpoint
+from armani.models.checkpoint import PretrainedMixin
 from armani.parts import PART_NAMES
+from armani.pipeline_protocol import checkpoints_dir
 
 COLOR_NAMES: tuple[str, ...] = tuple(COLORS)
 SLEEVE_CLASSES: tuple[str | None, ...] = (None, *SLEEVES)  # None: a garment without sleeves info (bottoms)
@@ -236,8 +237,10 @@ class _Block(nn.Sequential):
         )
 
 
-class AttributeClassifier(nn.Module):
+class AttributeClassifier(PretrainedMixin, nn.Module):
     """Image (B, 3, H, W) in [-1, 1] -> per-attribute logits; see the module docstring."""
+
+    config_class = AttributeClassifierConfig
 
     def __init__(self, config: AttributeClassifierConfig):
         super().__init__()
@@ -312,17 +315,17 @@ class AttributeClassifier(nn.Module):
         return next(self.parameters()).device
 
     # -- persistence ---------------------------------------------------------------------
-    def save_pretrained(self, path: str | Path, validation: dict | None = None) -> Path:
+    def save_pretrained(self, path: str | Path, validation: dict | None = None,
+                        storage_dtype: str = "float32") -> Path:
         """``config.json`` + ``model.safetensors``, and ``validation.json`` (its accuracy on real
         renders, see :func:`load_validation`) when given."""
-        path = save_checkpoint(self, self.config, path)
+        path = super().save_pretrained(path, storage_dtype)
         if validation is not None:
             (Path(path) / VALIDATION_NAME).write_text(json.dumps(validation, indent=2))
         return path
 
-    @classmethod
-    def from_pretrained(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "AttributeClassifier":
-        return load_checkpoint(cls, AttributeClassifierConfig, path, map_location).eval()
+    def after_load(self) -> None:
+        self.eval()
 
 
 def load_validation(path: str | Path) -> dict | None:
@@ -332,3 +335,23 @@ def load_validation(path: str | Path) -> dict | None:
     if not file.is_file():
         return None
     return json.loads(file.read_text())
+
+
+# An attribute whose validation accuracy is below this is reported but not trusted.
+TRUST_THRESHOLD = 0.95
+
+
+def default_classifier_dir() -> Path:
+    """Where the shipped attribute classifier lives: ``checkpoints/attribute_classifier``."""
+    return checkpoints_dir() / "attribute_classifier"
+
+
+def load_classifier(path: str | Path | None) -> tuple["AttributeClassifier | None", dict | None, str]:
+    """(classifier, its validation record, the folder). With no ``path`` a missing default
+    classifier gives (None, None, folder); a given folder without one raises FileNotFoundError."""
+    folder = Path(path) if path else default_classifier_dir()
+    if not (folder / "model.safetensors").is_file():
+        if path:
+            raise FileNotFoundError(f"--classifier {folder} holds no attribute classifier (model.safetensors)")
+        return None, None, str(folder)
+    return AttributeClassifier.from_pretrained(folder), load_validation(folder), str(folder)

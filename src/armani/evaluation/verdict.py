@@ -39,7 +39,7 @@ Reading rules (the vocabulary is the caption writer's, :mod:`armani.data.caption
 :func:`part_verdict` turns the checks into one line such as ``"4/5 requested: category ✓
 colour ✓ sleeves ✓ buttons 3≠5 ✗ pocket side ✓ pattern (untrusted)"``. An attribute whose
 classifier accuracy on real renders (its folder's ``validation.json``) is below
-:data:`armani.evaluate.TRUST_THRESHOLD`, or unknown, is shown as "(untrusted)" and left out
+:data:`armani.evaluation.attributes.TRUST_THRESHOLD`, or unknown, is shown as "(untrusted)" and left out
 of the count, as in ``python -m armani.evaluate``. The sleeve part is not checked on its own
 when a sleeve length is (the length says it), nor a button / pocket presence when its count
 is.
@@ -312,16 +312,16 @@ def _classifier_and_validation(classifier) -> tuple | None:
     """(model, validation or None) for ``classifier`` (None: the default folder; a folder; or
     an ``AttributeClassifier``, whose validation is unknown), loaded once per folder; None
     when the folder holds no classifier."""
-    from armani import evaluate
+    from armani.evaluation import attributes
 
     if classifier is not None and not isinstance(classifier, (str, Path)):
         return classifier, None
-    folder = Path(classifier) if classifier is not None else Path(evaluate.DEFAULT_CLASSIFIER)
+    folder = Path(classifier) if classifier is not None else attributes.default_classifier_dir()
     key = str(folder.resolve())
     with _LOCK:
         if key not in _CACHE:
             try:
-                model, validation, _ = evaluate._load_classifier(str(folder))
+                model, validation, _ = attributes.load_classifier(str(folder))
             except FileNotFoundError:
                 return None
             if model is None:
@@ -402,8 +402,7 @@ def part_verdict(image, text: str, classifier=None, validation: dict | None = No
     ``"2/3 requested: category ✓ colour ✓ buttons 3≠5 ✗ pattern (untrusted)"``, or an
     "n/a (...)" line when there is no classifier or nothing to check.
     """
-    from armani.evaluate import TRUST_THRESHOLD
-    from armani.evaluation.attributes import compare
+    from armani.evaluation.attributes import TRUST_THRESHOLD, compare
 
     loaded = _classifier_and_validation(classifier)
     if loaded is None:

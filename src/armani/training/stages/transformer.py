@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from armani.models.cross_modal_encoding import encode_cross_modal
 from armani.models.losses import semantic_loss
 from armani.models.transformer import CrossModalTransformer
 from armani.models.vqgan import VQGAN
@@ -81,12 +82,11 @@ class TransformerStage(GarmentStage):
                 vq, sk, pa = (self.tokenizers[k] for k in ("vqgan", "sketch", "partial"))
                 out: dict[str, list[torch.Tensor]] = {k: [] for k in TOKEN_KEYS}
                 for batch in tqdm(loader, desc=f"tokenizing {split}", disable=not acc.is_local_main_process):
-                    words = index = None
-                    if vq.config.fusion:
-                        probs = part_probs_for(batch, self.helpers.get("segmenter"))
-                        words, index = self.helpers["maskclip"].best_words(batch["image"], probs, batch["text_ids"])
+                    probs = part_probs_for(batch, self.helpers.get("segmenter")) if vq.config.fusion else None
+                    image_ids, _ = encode_cross_modal(vq, batch["image"], batch["text_ids"], part_probs=probs,
+                                                      maskclip=self.helpers.get("maskclip"))
                     sketch_ids, partial_ids = encode_conditions(batch, sk, pa)
-                    out["image_ids"].append(vq.encode(batch["image"], words, index))
+                    out["image_ids"].append(image_ids)
                     out["sketch_ids"].append(sketch_ids)
                     out["partial_ids"].append(partial_ids)
                     out["text_ids"].append(batch["text_ids"])
