@@ -87,12 +87,12 @@ def _fresh_accelerate_state():
     PartialState._reset_state()
 
 
-def _run(tmp, crash_at=None, resume=False):
+def _run(tmp, crash_at=None, resume=False, config=None):
     from accelerate.state import AcceleratorState, GradientState
 
     AcceleratorState._reset_state(True)
     GradientState._reset_state()
-    stage = ToyStage(ToyConfig(), tmp)
+    stage = ToyStage(config or ToyConfig(), tmp)
     stage.crash_at = crash_at
     trainer = Trainer(stage, seed=3, mixed_precision="no", tracker="none", resume=resume)
     try:
@@ -175,3 +175,16 @@ def test_warm_start_non_strict_loads_what_fits_and_reports_the_rest(tmp_path):
     assert report["skipped"] == ["1.bias", "1.weight", "(source only) 2.bias", "(source only) 2.weight"]
     with pytest.raises(ValueError, match="no tensor fits"):
         warm_start({"main": nn.Linear(7, 7)}, tmp_path, "demo", strict=False)
+
+
+def test_with_gradient_accumulation_the_schedule_counts_optimiser_steps(tmp_path):
+    """grad_accum=2: 12 optimiser steps see 24 micro-batches, and the warmup-cosine schedule
+    has advanced 12 times (it advanced 24 times, reaching its floor halfway, before the fix)."""
+    ToyStage.seen = []
+    config = ToyConfig(optim=OptimConfig(batch_size=4, lr=0.1, warmup_steps=2, max_steps=12, log_every=1,
+                                         checkpoint_every=0, eval_every=0, grad_accum=2))
+    stage = _run(tmp_path, config=config)
+    report = json.loads((tmp_path / "toy" / "final" / "training_report.json").read_text())
+    assert report["steps"] == 12 and report["samples_seen"] == 96
+    scheduler = stage.schedulers["main"]
+    assert scheduler.scheduler.last_epoch == 12

@@ -137,8 +137,11 @@ class Stage:
             ]
             acc.clip_grad_norm_(params, self.optim.grad_clip)
         opt = self.optimizers[key]
-        opt.step()
-        if key in self.schedulers:
+        opt.step()  # the prepared optimiser skips the step between accumulation boundaries
+        # The scheduler is prepared with step_scheduler_with_optimizer=False (so DDP does not
+        # step it once per process), and then Accelerate steps it on every call: only step it
+        # on a boundary, so with grad_accum > 1 the schedule still counts optimiser steps.
+        if key in self.schedulers and acc.sync_gradients:
             self.schedulers[key].step()
         opt.zero_grad(set_to_none=True)
 
