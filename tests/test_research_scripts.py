@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "research"))
 
 import compute_curve  # noqa: E402
+import condition_probe  # noqa: E402
 import prompt_grid  # noqa: E402
 
 
@@ -51,3 +53,16 @@ def test_compute_curve_finds_checkpoints_and_loads_their_weights(tiny_run, tmp_p
         compute_curve.find_points(None, [str(bad)])
     assert compute_curve.main(["--point", str(bad), "--out", str(tmp_path / "c.json")]) == 2
     assert not (tmp_path / "c.json").exists()
+
+
+def test_the_shipped_transformer_reads_the_category_and_colour_words(tmp_path):
+    """Lead 2 of issue 14, by content: swapping the category word of a real garment's caption
+    makes the garment's own tokens less likely under the shipped transformer, by more than
+    three standard errors (the colour word too). A model that ignored the word scores ~0."""
+    out = tmp_path / "probe.json"
+    assert condition_probe.main(["--num", "24", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    for word in ("category", "color"):
+        r = result[word]
+        assert r["garments"] == 24
+        assert r["delta_nll_nats"] > 3 * r["stderr"] > 0, (word, r)
