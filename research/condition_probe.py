@@ -44,11 +44,32 @@ def swapped(caption: str, attributes: dict, what: str, rng: np.random.Generator)
 
 
 @torch.no_grad()
-def image_nll(pipe, text_ids: torch.Tensor, image_ids: torch.Tensor) -> torch.Tensor:
-    """Sum over image tokens of -log p(token | caption, earlier tokens): (B,) nats."""
+def token_nll(pipe, text_ids: torch.Tensor, image_ids: torch.Tensor) -> torch.Tensor:
+    """-log p(token | caption, earlier tokens) of every image token: (B, N) nats."""
     logits = pipe.transformer(text_ids, None, None, image_ids).float()  # (B, N, [G,] K)
     logp = logits.log_softmax(-1).gather(-1, image_ids.unsqueeze(-1)).squeeze(-1)  # (B, N[, G])
-    return -logp.flatten(1).sum(1)
+    return -logp.reshape(logp.shape[0], logp.shape[1], -1).sum(-1)
+
+
+def image_nll(pipe, text_ids: torch.Tensor, image_ids: torch.Tensor) -> torch.Tensor:
+    """Sum over image tokens: (B,) nats."""
+    return token_nll(pipe, text_ids, image_ids).sum(1)
+
+
+def background_share(pipe, rows: list[dict], nll: torch.Tensor) -> dict:
+    """Lead 6: how many image tokens cover no garment pixel (label 0; label 1 "body" is the
+    garment's main panel), and how much of the loss they take."""
+    from armani.parts import NUM_PARTS
+    from armani.sampling import token_mask_from_part_mask
+
+    grid = pipe.vqgan.grid_size
+    masks = torch.stack([torch.as_tensor(r["mask"]) for r in rows]).long()  # (B, S, S) part ids
+    garment = token_mask_from_part_mask(masks, list(range(1, NUM_PARTS)), grid)  # (B, N): any garment pixel
+    background = ~garment
+    return {"background_token_fraction": float(background.float().mean()),
+            "background_nll_share": float((nll * background).sum() / nll.sum()),
+            "nll_per_background_token": float(nll[background].mean()),
+            "nll_per_garment_token": float(nll[garment].mean())}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,9 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     images = torch.stack([image_tensor(r["image"]) for r in rows])  # (B, 3, S, S)
     true_ids = pipe.tokenizer([r["caption"] for r in rows], warn=False).ids
     image_ids = torch.cat([pipe.encode_image(images[i : i + 1], true_ids[i : i + 1]) for i in range(len(rows))])
-    base = image_nll(pipe, true_ids, image_ids)
+    per_token = token_nll(pipe, true_ids, image_ids)  # (B, N)
+    base = per_token.sum(1)
     result = {"checkpoint": str(args.checkpoint), "num": args.num, "tokens_per_image": int(image_ids[0].numel()),
-              "nll_true_caption": float(base.mean())}
+              "nll_true_caption": float(base.mean()), "background": background_share(pipe, rows, per_token)}
     for what in ("category", "color"):
         keep, captions = [], []
         for i, r in enumerate(rows):
