@@ -146,10 +146,10 @@ def test_variants_reuse_shared_stages(tmp_path, tiny_run):
 
 @pytest.mark.slow
 def test_reuse_from_a_saved_pipeline_keeps_stage_reports(tmp_path, tiny_run):
-    """A checkpoint assembled with ``python -m armani.pipeline --run`` seeds a new run: its stage-1
+    """A checkpoint assembled with ``python -m armani.assemble --run`` seeds a new run: its stage-1
     parts are copied (with their training reports) and only what changed is trained."""
     ckpt = tmp_path / "ckpt"
-    proc = subprocess.run([sys.executable, "-m", "armani.pipeline", "--run", str(tiny_run), "--out", str(ckpt)],
+    proc = subprocess.run([sys.executable, "-m", "armani.assemble", "--run", str(tiny_run), "--out", str(ckpt)],
                           env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     assert (ckpt / "segmenter" / "training_report.json").is_file()
