@@ -14,7 +14,7 @@
 # ~40 min) on the shipped MaskCLIP's frozen text tower.
 #
 #   bash research/train_baselines.sh [dalle no_sem2 m6 no_sem1 no_fusion diffusion]
-#   then: python -m armani.pipeline --run runs/<name> --out checkpoints/<name> --name <name> \
+#   then: python -m armani.assemble --run runs/<name> --out checkpoints/<name> --name <name> \
 #             --share-with checkpoints/armani --storage-dtype bfloat16
 #   (for runs/diffusion the same command writes the diffusion pipeline; nothing is shared)
 set -euo pipefail
