@@ -50,6 +50,7 @@ from torch import nn
 
 from armani.data.garments import CATEGORIES, COLORS, PATTERNS, SLEEVES
 from armani.models.checkpoint import PretrainedMixin
+from armani.models.segmenter import ConvBlock
 from armani.parts import PART_NAMES
 from armani.pipeline_protocol import checkpoints_dir
 
@@ -225,18 +226,6 @@ def degrade(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 # -- the model ---------------------------------------------------------------------------------
-class _Block(nn.Sequential):
-    def __init__(self, cin: int, cout: int, groups: int, stride: int):
-        super().__init__(
-            nn.Conv2d(cin, cout, 3, stride=stride, padding=1),
-            nn.GroupNorm(groups, cout),
-            nn.SiLU(),
-            nn.Conv2d(cout, cout, 3, padding=1),
-            nn.GroupNorm(groups, cout),
-            nn.SiLU(),
-        )
-
-
 class AttributeClassifier(PretrainedMixin, nn.Module):
     """Image (B, 3, H, W) in [-1, 1] -> per-attribute logits; see the module docstring."""
 
@@ -248,7 +237,7 @@ class AttributeClassifier(PretrainedMixin, nn.Module):
         chans = [c.base_channels * m for m in c.channel_mults]
         self.stem = nn.Conv2d(3, chans[0], 3, padding=1)
         self.blocks = nn.Sequential(*[
-            _Block(cin, cout, c.groups, stride=2) for cin, cout in zip([chans[0], *chans[:-1]], chans)
+            ConvBlock(cin, cout, c.groups, stride=2) for cin, cout in zip([chans[0], *chans[:-1]], chans)
         ])
         self.pool = nn.AdaptiveAvgPool2d(c.pool)
         self.features_proj = nn.Sequential(

@@ -53,12 +53,13 @@ class SegmenterLoss:
     dice: torch.Tensor  # 1 - soft Dice
 
 
-class _ConvBlock(nn.Sequential):
-    """Two 3x3 convs, each followed by GroupNorm and SiLU."""
+class ConvBlock(nn.Sequential):
+    """Two 3x3 convs, each followed by GroupNorm and SiLU; the first may stride (downsample).
+    Also the attribute classifier's block."""
 
-    def __init__(self, cin: int, cout: int, groups: int):
+    def __init__(self, cin: int, cout: int, groups: int, stride: int = 1):
         super().__init__(
-            nn.Conv2d(cin, cout, 3, padding=1),
+            nn.Conv2d(cin, cout, 3, stride=stride, padding=1),
             nn.GroupNorm(groups, cout),
             nn.SiLU(),
             nn.Conv2d(cout, cout, 3, padding=1),
@@ -80,11 +81,11 @@ class Segmenter(PretrainedMixin, nn.Module):
         self.down = nn.ModuleList()
         cin = c.in_channels
         for w in widths:
-            self.down.append(_ConvBlock(cin, w, c.groups))
+            self.down.append(ConvBlock(cin, w, c.groups))
             cin = w
         self.up = nn.ModuleList()
         for w_skip, w_low in zip(reversed(widths[:-1]), reversed(widths[1:])):
-            self.up.append(_ConvBlock(w_low + w_skip, w_skip, c.groups))
+            self.up.append(ConvBlock(w_low + w_skip, w_skip, c.groups))
         self.head = nn.Conv2d(widths[0], c.num_parts, 1)
 
     def features(self, image: torch.Tensor) -> list[torch.Tensor]:
