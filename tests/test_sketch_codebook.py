@@ -59,14 +59,18 @@ def test_default_configs_keep_l1_and_canny_only_and_the_override_set_switches_bo
     for stage in ("segmenter", "maskclip", "vqgan", "partial_tokenizer"):
         assert stage_fingerprint(edges, stage) == stage_fingerprint(default, stage)
     assert stage_fingerprint(edges, "sketch_tokenizer") != stage_fingerprint(default, "sketch_tokenizer")
-    # The shipped sketch tokenizer (config written before these fields) reads as an L1 one,
-    # and the shipped run's sketch stage still matches the default config's.
+    # The baselines' sketch tokenizer (config written before these fields) reads as an L1 one;
+    # ARMANI's shipped one was trained with the override set, and its run config says so.
+    baselines = ROOT / "checkpoints" / "dalle" / "sketch_tokenizer" / "config.json"
+    if baselines.is_file():
+        cfg = VQGANConfig.from_dict(json.loads(baselines.read_text()))
+        assert cfg.recon_loss == "l1" and cfg.drawn_sketch_prob == 0.0
     shipped = ROOT / "checkpoints" / "armani"
     if (shipped / "sketch_tokenizer" / "config.json").is_file():
         cfg = VQGANConfig.from_dict(json.loads((shipped / "sketch_tokenizer" / "config.json").read_text()))
-        assert cfg.recon_loss == "l1" and cfg.drawn_sketch_prob == 0.0
+        assert (cfg.recon_loss, cfg.drawn_sketch_prob) == ("edges", 0.3)
         run = load_config(str(shipped / "run_config.yaml"))
-        assert stage_fingerprint(run, "sketch_tokenizer") == stage_fingerprint(default, "sketch_tokenizer")
+        assert stage_fingerprint(run, "sketch_tokenizer") == stage_fingerprint(edges, "sketch_tokenizer")
 
 
 def test_config_rejects_edges_on_rgb_and_bad_probabilities():
