@@ -90,10 +90,10 @@ def pick_model() -> NotebookModel:
         path = SHIPPED / "armani"
         if not path.is_dir():
             raise FileNotFoundError(f"ARMANI_NOTEBOOK_MODE=shipped but {path} is missing; assemble it with "
-                                    "`python -m armani.pipeline --run runs/default --out checkpoints/armani`")
-        from armani.evaluate_codebook import SHIPPED as SHIPPED_CODEBOOKS
+                                    "`python -m armani.assemble --run runs/default --out checkpoints/armani`")
+        from armani.evaluation.codebook_report import SHIPPED_NAMES
 
-        books = {name: folder for name, folder in SHIPPED_CODEBOOKS.items() if folder.is_dir()}
+        books = {name: SHIPPED / name for name in SHIPPED_NAMES if (SHIPPED / name).is_dir()}
         model = NotebookModel("shipped", path, 500, books)
     elif mode in ("", "tiny"):
         path = train_tiny_run()

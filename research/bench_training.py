@@ -253,7 +253,7 @@ def bench_case(case: Case, cfg, run_dir: Path, steps: int, warmup: int, mixed_pr
     from torch.utils.flop_counter import FlopCounterMode
 
     from armani.training import STAGES
-    from armani.training.engine import _batch_size
+    from armani.training.engine import batch_size
 
     stage = STAGES[case.stage](cfg, run_dir)
     acc = prepare_stage(stage, cfg.train.seed, mixed_precision)
@@ -278,7 +278,7 @@ def bench_case(case: Case, cfg, run_dir: Path, steps: int, warmup: int, mixed_pr
         train_step(stage, acc, batch, step)
     flops = counter.get_total_flops()
 
-    samples = (out.num_samples if out is not None else 0) or _batch_size(batch)
+    samples = (out.num_samples if out is not None else 0) or batch_size(batch)
     s_per_step = statistics.median(times)
     gflop = flops / 1e9
     gflops = gflop / s_per_step

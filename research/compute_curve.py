@@ -7,11 +7,12 @@ Every point is one transformer: the base pipeline's own (step 0) and each traini
 checkpoint of ``RUN/transformer`` (``checkpoints/step_*`` and any folder given with
 ``--point NAME=DIR`` that holds an engine checkpoint: ``model.safetensors`` +
 ``trainer_state.json``). Each is dropped into a fresh copy of the base pipeline (same
-codebook, tokenizers, segmenter and MaskCLIP), and ``armani.evaluate`` scores it on the
-same prompts: part accuracy, category accuracy, FID on the classifier's features, with the
-report's own floor (a random real garment) and ceiling (a real render of the prompt)
-drawn as horizontal lines. The x axis is training steps of this run, and wall-clock hours on the 2-core CPU read
-from the checkpoints' ``elapsed_s``. Reports are cached beside ``--out`` (``--resume``).
+codebook, tokenizers, segmenter and MaskCLIP), and :mod:`armani.evaluation.generation`
+(``python -m armani.evaluate``) scores it on the same prompts: part accuracy, category
+accuracy, FID on the classifier's features, with the report's own floor (a random real
+garment) and ceiling (a real render of the prompt) drawn as horizontal lines. The x axis is
+training steps of this run, and wall-clock hours on the 2-core CPU read from the
+checkpoints' ``elapsed_s``. Reports are cached beside ``--out`` (``--resume``).
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def pipeline_with(base: str | None, weights: Path | None):
 
 def evaluate_points(points: list[dict], base: str | None, seeds: list[int], num_prompts: int, samples: int,
                     split: str, cache: Path, resume: bool) -> list[dict]:
-    from armani.evaluate import EvalConfig, evaluate
+    from armani.evaluation.generation import EvalConfig, evaluate
 
     rows = []
     for point in [{"name": "base", "dir": None, "step": 0, "elapsed_s": 0.0}, *points]:

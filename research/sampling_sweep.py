@@ -1,5 +1,5 @@
 """How much of a row's score is its sampler? One checkpoint evaluated with several sampling
-settings on the same prompts and seeds (``armani.evaluate``, the metrics of the tables).
+settings on the same prompts and seeds (:mod:`armani.evaluation.generation`, the metrics of the tables).
 
 Table 1 compares models *with their own samplers*: ARMANI and the DALL·E-style row sample
 autoregressively (top-k 100, temperature 1), the M6-style row by mask-predict, which commits
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from research.tables import COLUMNS, METRIC_BY_KEY, _portable, _show, stats  # noqa: E402
+from research.tables import COLUMNS, METRIC_BY_KEY, portable, show, stats  # noqa: E402
 
 # (report key of research.tables.METRICS, column label)
 METRICS = (("fid", "FID ↓"), ("is.mean", "IS ↑"), ("maskclip_score", "MaskCLIP ↑"), ("part_accuracy", "part acc. ↑"))
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from tqdm.auto import tqdm
 
-    from armani.evaluate import EvalConfig, evaluate
+    from armani.evaluation.generation import EvalConfig, evaluate
     from armani.loading import load_pipeline
 
     try:
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                 cfg = EvalConfig(checkpoint=args.checkpoint, task=col.task, split=col.split,
                                  num_prompts=args.num_prompts, samples_per_prompt=args.samples_per_prompt,
                                  classifier=args.classifier, seed=seed, progress=False)
-                reports.append(_portable(evaluate(cfg, pipe=pipe)))
+                reports.append(portable(evaluate(cfg, pipe=pipe)))
                 bar.update(1)
             rows.append({"setting": setting, "column": col.key,
                          "metrics": {m: stats([METRIC_BY_KEY[m].read(r) for r in reports]) for m, _ in METRICS},
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                      + f" | {row['seconds_per_image']['mean']:.3f} |")
     print("\n".join(lines))
     if args.out:
-        result = {"checkpoint": _show(Path(args.checkpoint)),
+        result = {"checkpoint": show(Path(args.checkpoint)),
                   "command": "python research/sampling_sweep.py " + " ".join(sys.argv[1:] if argv is None else argv),
                   "seeds": args.seeds, "num_prompts": args.num_prompts,
                   "samples_per_prompt": args.samples_per_prompt, "rows": rows, "markdown": "\n".join(lines)}

@@ -1,5 +1,6 @@
 """The paper's Table 1 (ARMANI against its baselines) and Table 2 (its ablations), measured
-with ``armani.evaluate`` over several seeds, with the spread.
+with ``python -m armani.evaluate`` (:mod:`armani.evaluation.generation`) over several seeds,
+with the spread.
 
     python research/tables.py --table 1 --seeds 0 1 2 --num-prompts 50 --samples-per-prompt 2 \\
         --out research/results/table1 --readme research/README.md
@@ -9,7 +10,7 @@ with ``armani.evaluate`` over several seeds, with the spread.
 Every method is evaluated on four columns: the three tasks of the paper (text, text + sketch,
 text + partial image) on prompts of the procedural ``val`` split, and the attribute
 combinations held out of training (``heldout`` split, text only). Each (method, column, seed)
-is one :func:`armani.evaluate.evaluate` call: the seed draws that call's prompts *and* its
+is one :func:`armani.evaluation.generation.evaluate` call: the seed draws that call's prompts *and* its
 samples, so the spread covers both, and every method sees the same prompts for a given seed.
 Each method's pipeline is loaded once and reused for all its columns and seeds.
 
@@ -28,7 +29,7 @@ column) and ``part_accuracy.png`` (bar chart of part accuracy with the std as er
 ``<!-- table<N>:end -->`` in FILE with the Markdown table and the command that produced it;
 nothing else in the file changes.
 
-Metrics are the report's own keys (see ``armani/evaluate.py``): FID and IS (Inception when its
+Metrics are the report's own keys (see ``armani/evaluation/generation.py``): FID and IS (Inception when its
 weights are in the local torch hub cache, else the attribute classifier's features: the
 report names the extractor), MaskCLIP score, CLIPScore (only with open_clip weights), part
 accuracy (mean over the attributes the classifier reads >= 95% right on real renders), and the
@@ -231,7 +232,7 @@ def load_method(method: Method, **settings):
         return None
     path = resolve_checkpoint(method)
     if not path.exists():
-        method.status, method.reason = NOT_TRAINED, f"no checkpoint at {_show(path)}"
+        method.status, method.reason = NOT_TRAINED, f"no checkpoint at {show(path)}"
         return None
     try:
         pipe = load_pipeline(path, **settings)
@@ -321,7 +322,7 @@ def _columns(keys) -> list[Column]:
 
 
 def _eval_config(method: Method, column: Column, seed: int, opts: TableOptions):
-    from armani.evaluate import EvalConfig
+    from armani.evaluation.generation import EvalConfig
 
     return EvalConfig(checkpoint=str(resolve_checkpoint(method)), task=column.task, split=column.split,
                       num_prompts=opts.num_prompts, samples_per_prompt=opts.samples_per_prompt,
@@ -357,13 +358,13 @@ def _same_setting(key: str, stored, wanted) -> bool:
     return stored == wanted
 
 
-def _portable(report: dict) -> dict:
+def portable(report: dict) -> dict:
     """The report with its folders written relative to the repository when they are inside it,
     so committed reports name no machine's paths and resume anywhere."""
     for where in (report, report.get("config") or {}):
         for key in _PATH_KEYS:
             if isinstance(where.get(key), str):
-                where[key] = _show(Path(where[key]))
+                where[key] = show(Path(where[key]))
     return report
 
 
@@ -377,12 +378,12 @@ def run_table(methods: list[Method], opts: TableOptions, out: str | Path | None 
     ``pipes``: already loaded pipelines by name (None = not trained); methods missing from it
     are loaded here, once each. ``resume``: reuse stored reports made with the same settings;
     a stored report made before reports carried their anchors gets them from ``anchors_fn``
-    (default :func:`armani.evaluate.anchors_report`: no generation) and is written back.
+    (default :func:`armani.evaluation.generation.anchors_report`: no generation) and is written back.
     """
     from tqdm.auto import tqdm
 
     if evaluate_fn is None:
-        from armani.evaluate import evaluate as evaluate_fn
+        from armani.evaluation.generation import evaluate as evaluate_fn
     if not opts.seeds:
         raise ValueError("give at least one seed")
     if opts.num_prompts < 1 or opts.samples_per_prompt < 1:
@@ -404,7 +405,7 @@ def run_table(methods: list[Method], opts: TableOptions, out: str | Path | None 
     rows = []
     try:
         for m in methods:
-            row = {"name": m.name, "label": m.label, "path": _show(m.path), "status": m.status,
+            row = {"name": m.name, "label": m.label, "path": show(m.path), "status": m.status,
                    "reason": m.reason or None, "columns": {}}
             rows.append(row)
             pipe = pipes.get(m.name)
@@ -424,7 +425,7 @@ def run_table(methods: list[Method], opts: TableOptions, out: str | Path | None 
                     path = out / m.name / col.slug / f"seed{seed}.json" if out is not None else None
                     report = _reusable(path, cfg) if (resume and path is not None) else None
                     if report is not None and "anchors" not in report:
-                        from armani.evaluate import add_anchors, anchors_report
+                        from armani.evaluation.generation import add_anchors, anchors_report
 
                         key = (col.key, seed, int(getattr(pipe, "image_size", 64)))
                         if key not in anchors_cache:
@@ -432,7 +433,7 @@ def run_table(methods: list[Method], opts: TableOptions, out: str | Path | None 
                         add_anchors(report, json.loads(json.dumps(anchors_cache[key])))
                         path.write_text(json.dumps(report, indent=2))
                     if report is None:
-                        report = _portable(evaluate_fn(cfg, pipe=pipe))
+                        report = portable(evaluate_fn(cfg, pipe=pipe))
                         if path is not None:
                             path.parent.mkdir(parents=True, exist_ok=True)
                             path.write_text(json.dumps(report, indent=2))
@@ -669,7 +670,7 @@ def readme_block(summary: dict, readme: Path, out: Path | None) -> str:
         for name, caption in (summary.get("grids") or {}).items():
             grid = os.path.relpath((Path(out) / name).resolve(), readme.resolve().parent)
             lines += ["", f"![{caption}]({Path(grid).as_posix()})"]
-        lines += ["", f"Per-seed reports and `summary.json`: `{_show(Path(out))}/`."]
+        lines += ["", f"Per-seed reports and `summary.json`: `{show(Path(out))}/`."]
     return "\n".join(lines)
 
 
@@ -709,7 +710,7 @@ def sample_grid(pipes: dict[str, Any], prompts: list[dict], task: str = "text", 
                 title: str | None = None):
     """Same prompts for every method: one column per prompt, one row per method (plus a first
     row with the control image for the sketch / partial tasks). Each image is the first sample
-    ``armani.evaluate`` draws for that prompt and seed. Returns a matplotlib figure."""
+    :func:`armani.evaluation.generation.evaluate` draws for that prompt and seed. Returns a matplotlib figure."""
     from matplotlib.figure import Figure
 
     from armani.evaluation.prompts import make_controls
@@ -803,7 +804,8 @@ def ensure_tiny_classifier(out: Path = TINY_CLASSIFIER) -> Path:
 
 
 # -- command line -------------------------------------------------------------------------------
-def _show(path: Path) -> str:
+def show(path: Path) -> str:
+    """``path`` relative to the repository (POSIX slashes) when it lies inside it, else as given."""
     path = Path(path)
     try:
         return path.resolve().relative_to(ROOT).as_posix()
@@ -834,7 +836,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-prompts", type=int, default=50, help="procedural prompts per evaluation")
     p.add_argument("--samples-per-prompt", type=int, default=2)
     p.add_argument("--columns", nargs="+", default=[c.key for c in COLUMNS], choices=[c.key for c in COLUMNS])
-    p.add_argument("--classifier", help=f"attribute classifier folder (default {_show(DEFAULT_CLASSIFIER)} "
+    p.add_argument("--classifier", help=f"attribute classifier folder (default {show(DEFAULT_CLASSIFIER)} "
                                         "when present)")
     p.add_argument("--judge", help="pipeline whose segmenter + MaskCLIP score every method (default: each "
                                    "method's own, else the shipped one)")

@@ -2,7 +2,7 @@
 
 import json
 
-from armani.evaluate_alignment import main
+from armani.evaluation.alignment_report import main
 
 
 def test_alignment_report_cli(tiny_run, tmp_path, capsys):

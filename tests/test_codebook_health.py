@@ -8,7 +8,7 @@ import matplotlib
 import pytest
 import torch
 
-from armani.codebook_health import (
+from armani.evaluation.codebook_health import (
     codebook_stats,
     format_words_table,
     plot_codebook_health,
@@ -57,7 +57,7 @@ def test_words_per_code_on_a_hand_built_example():
 
 
 def test_codes_per_word_is_the_reverse_view():
-    from armani.codebook_health import codes_per_word, format_codes_per_word
+    from armani.evaluation.codebook_health import codes_per_word, format_codes_per_word
 
     code_ids = torch.tensor([[417, 417, 417, 3], [417, 3, 9, 9]])
     word_index = torch.tensor([[0, 1, 0, 2], [1, -1, 0, 0]])

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from armani.evaluate_codebook import (
+from armani.evaluation.codebook_report import (
     PartSurvival,
-    _json_safe,
     attributes_read,
     encode_with_words,
     evaluate_one,
     health,
+    json_safe,
     load_codebook,
     main,
     parse_checkpoints,
@@ -116,7 +116,7 @@ def test_attribute_readings_known_answer():
 
 
 def test_json_safe_and_checkpoint_names(tmp_path):
-    assert _json_safe({"a": [math.inf, -math.inf, math.nan, 1.5]}) == {"a": ["inf", "-inf", "nan", 1.5]}
+    assert json_safe({"a": [math.inf, -math.inf, math.nan, 1.5]}) == {"a": ["inf", "-inf", "nan", 1.5]}
     assert parse_checkpoints(["x=/a/b", "/c/armani"]) == {"x": Path("/a/b"), "armani": Path("/c/armani")}
     with pytest.raises(ValueError, match="two checkpoints"):
         parse_checkpoints(["x=/a", "x=/b"])

@@ -1,5 +1,6 @@
 """Evaluation harness: attribute classifier (stage, verdicts, persistence), FID/IS/CLIPScore
-wrappers, prompts, pipeline loading and the ``python -m armani.evaluate`` CLI on tiny sizes."""
+wrappers, prompts, pipeline loading and the ``python -m armani.evaluate`` CLI
+(:mod:`armani.evaluation.generation`) on tiny sizes."""
 
 from __future__ import annotations
 
@@ -359,14 +360,14 @@ def test_load_pipeline_dispatches_on_format(tiny_run, tmp_path, monkeypatch):
 
 
 def test_cli_end_to_end_on_tiny(tiny_run, classifier_dir, tmp_path, capsys, monkeypatch):
-    from armani import evaluate
+    from armani.evaluation import generation
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))  # offline: no Inception
     monkeypatch.delenv("ARMANI_OPENCLIP_WEIGHTS", raising=False)
     out, fig = tmp_path / "report.json", tmp_path / "acc.png"
-    rc = evaluate.main(["--checkpoint", str(tiny_run), "--classifier", str(classifier_dir), "--num-prompts", "3",
-                        "--samples-per-prompt", "1", "--task", "text+sketch", "--out", str(out),
-                        "--figure", str(fig), "--no-progress"])
+    rc = generation.main(["--checkpoint", str(tiny_run), "--classifier", str(classifier_dir), "--num-prompts", "3",
+                          "--samples-per-prompt", "1", "--task", "text+sketch", "--out", str(out),
+                          "--figure", str(fig), "--no-progress"])
     assert rc == 0
     printed = capsys.readouterr().out
     for row in ("FID", "IS (mean +- std)", "MaskCLIP score", "CLIPScore", "acc count:button", "not trusted"):
@@ -406,29 +407,42 @@ def test_cli_end_to_end_on_tiny(tiny_run, classifier_dir, tmp_path, capsys, monk
 
 
 def test_partial_task_reports_the_kept_region(tiny_run, classifier_dir, tmp_path):
-    from armani import evaluate
+    from armani.evaluation import generation
     from armani.loading import load_pipeline
 
     pipe = load_pipeline(tiny_run)
-    cfg = evaluate.EvalConfig(checkpoint=str(tiny_run), classifier=str(classifier_dir), num_prompts=2,
-                              samples_per_prompt=1, task="partial", progress=False, inception="off")
-    report = evaluate.evaluate(cfg, pipe)
+    cfg = generation.EvalConfig(checkpoint=str(tiny_run), classifier=str(classifier_dir), num_prompts=2,
+                                samples_per_prompt=1, task="partial", progress=False, inception="off")
+    report = generation.evaluate(cfg, pipe)
     psnr = report["controls"]["kept_region_psnr"]
     assert psnr["value"]["exact"] == 1.0  # pasted back
     assert psnr["model_only"]["mean_db"] < 60 and psnr["floor"]["mean_db"] < 60
     pipe.settings.composite_partial = False
-    report = evaluate.evaluate(cfg, pipe)
+    report = generation.evaluate(cfg, pipe)
     psnr = report["controls"]["kept_region_psnr"]
     assert psnr["value"] == psnr["model_only"] and psnr["value"]["exact"] == 0.0
 
 
 def test_cli_reports_bad_inputs_clearly(tiny_run, tmp_path, capsys):
-    from armani import evaluate
+    from armani.evaluation import generation
 
-    rc = evaluate.main(["--checkpoint", str(tiny_run), "--classifier", str(tmp_path / "nope"), "--num-prompts", "1",
-                        "--out", str(tmp_path / "r.json"), "--no-progress"])
+    rc = generation.main(["--checkpoint", str(tiny_run), "--classifier", str(tmp_path / "nope"),
+                          "--num-prompts", "1", "--out", str(tmp_path / "r.json"), "--no-progress"])
     assert rc == 2 and "holds no attribute classifier" in capsys.readouterr().err
-    rc = evaluate.main(["--checkpoint", str(tmp_path), "--num-prompts", "1", "--out", str(tmp_path / "r.json"),
-                        "--no-progress"])
+    rc = generation.main(["--checkpoint", str(tmp_path), "--num-prompts", "1", "--out", str(tmp_path / "r.json"),
+                          "--no-progress"])
     assert rc == 2 and "neither a saved pipeline" in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()
+
+
+def test_armani_evaluate_is_a_thin_entry_point():
+    """``python -m armani.evaluate`` (the documented command) runs the generation evaluation's own CLI."""
+    import armani.evaluate as entry
+    from armani.evaluation import generation
+
+    assert entry.main is generation.main
+    for name in entry.__all__:
+        assert getattr(entry, name) is getattr(generation, name)
+    with pytest.raises(SystemExit) as exit_info:
+        entry.parse_args(["--help"])
+    assert exit_info.value.code == 0

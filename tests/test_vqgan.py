@@ -363,7 +363,7 @@ def test_control_signal_tokenizers(in_channels):
 
 def test_stage1_step_with_the_real_maskclip_and_segmenter():
     """Eq. 9-11 end to end with tiny real MaskCLIP / segmenter: words in, codes and words out."""
-    from armani.codebook_health import token_words, words_per_code
+    from armani.evaluation.codebook_health import token_words, words_per_code
     from armani.models.maskclip import MaskCLIP, MaskCLIPConfig
     from armani.models.segmenter import Segmenter, SegmenterConfig
     from armani.text import GarmentTokenizer

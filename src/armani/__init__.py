@@ -14,6 +14,7 @@ A newcomer's map (one module per idea of the paper):
 - ``armani.config``           typed configs and the tiny / default / paper presets
 - ``armani.pipeline``         ``ArmaniPipeline``: text / sketch / partial image -> garments
 - ``armani.load_pipeline``    opens any saved pipeline or training run (ARMANI or a baseline)
+- ``armani.evaluation``       metrics, attribute classifier and the evaluation reports / CLIs
 """
 
 __version__ = "0.1.0"

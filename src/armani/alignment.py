@@ -155,7 +155,7 @@ def word_part_heatmaps(
     )
 
 
-def _to_display(image) -> np.ndarray:
+def to_display(image) -> np.ndarray:
     """Tensor in [-1, 1] (3, H, W) / (1, 3, H, W), PIL or array -> (H, W, 3) uint8."""
     if isinstance(image, torch.Tensor):
         t = image.detach().float().cpu()
@@ -176,7 +176,7 @@ def plot_heatmaps(result: HeatmapResult, image, max_cols: int = 6):
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch, Rectangle
 
-    rgb = _to_display(image)
+    rgb = to_display(image)
     H, W = rgb.shape[:2]
     g = result.heatmaps.shape[-1]
     n = len(result.words) + 1

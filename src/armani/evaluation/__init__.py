@@ -1,4 +1,13 @@
-"""The evaluation harness: attribute classifier, metrics, prompts, anchors and verdicts.
+"""The evaluation harness: attribute classifier, metrics, prompts, anchors and verdicts, and
+the reports built on them.
+
+- :mod:`~armani.evaluation.generation`: FID, IS, CLIPScore, MaskCLIP score and part accuracy
+  of a generation checkpoint, with floors and ceilings (``python -m armani.evaluate``);
+- :mod:`~armani.evaluation.alignment_report`: word-part alignment, MaskCLIP retrieval and
+  segmenter IoU (``python -m armani.evaluation.alignment_report``);
+- :mod:`~armani.evaluation.codebook_report`: several image codebooks side by side
+  (``python -m armani.evaluation.codebook_report``), built on
+  :mod:`~armani.evaluation.codebook_health` (usage, perplexity, dead codes, words per code).
 
 Checkpoints of every kind are opened with :func:`armani.load_pipeline`.
 ``part_verdict(image, text)`` and ``requested_attributes(text)``

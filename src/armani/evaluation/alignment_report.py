@@ -1,7 +1,7 @@
 """Word-part alignment report: MaskCLIP pointing game, MaskCLIP retrieval, segmenter IoU.
 
-    python -m armani.evaluate_alignment                       # the shipped checkpoint
-    python -m armani.evaluate_alignment --checkpoint runs/default --out alignment.json \\
+    python -m armani.evaluation.alignment_report                       # the shipped checkpoint
+    python -m armani.evaluation.alignment_report --checkpoint runs/default --out alignment.json \\
         --figure alignment.png
 
 On the procedural validation split (ground-truth part masks, so alignment is measured,
@@ -95,7 +95,8 @@ def format_report(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m armani.evaluation.alignment_report", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", default=None, help="saved pipeline or training run (default: shipped)")
     ap.add_argument("--num", type=int, default=1000, help="validation pairs")
     ap.add_argument("--seed", type=int, default=1234)

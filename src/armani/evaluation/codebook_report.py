@@ -1,7 +1,7 @@
 """Codebook report: health and reconstruction quality of several image codebooks, side by side.
 
-    python -m armani.evaluate_codebook                     # the shipped codebooks found in checkpoints/
-    python -m armani.evaluate_codebook --checkpoint armani=runs/default \\
+    python -m armani.evaluation.codebook_report                     # the shipped codebooks found in checkpoints/
+    python -m armani.evaluation.codebook_report --checkpoint armani=runs/default \\
         --checkpoint dalle=runs/default-dalle --checkpoint m6=runs/default-m6 \\
         --num 1000 --out codebook.json --figure codebook.png --words-table words.md
 
@@ -10,7 +10,7 @@ training run directory (``RUN/vqgan/final``; a run that trained only its codeboo
 enough). On ``--num`` procedural validation garments it measures, per codebook:
 
 - **health**: codebook usage (fraction of codes used at least once), perplexity and dead
-  codes (:func:`armani.codebook_health.codebook_stats`). A product-quantised codebook
+  codes (:func:`armani.evaluation.codebook_health.codebook_stats`). A product-quantised codebook
   (M6-style, G sub-codebooks of K entries) is reported per group and overall, where
   "overall" treats the G x K entries as one codebook (group g's id k counts as entry
   g * K + k);
@@ -26,7 +26,7 @@ enough). On ``--num`` procedural validation garments it measures, per codebook:
   reconstructions it reads as the original's true attribute. On the originals the same
   classifier gives the ceiling ("does the codebook keep the colour?");
 - **words per code** (cross-modal codebooks only): which caption words Eq. 9 fused into
-  each code (:func:`armani.codebook_health.words_per_code`), e.g. ``code 417 <- button``.
+  each code (:func:`armani.evaluation.codebook_health.words_per_code`), e.g. ``code 417 <- button``.
 
 Encoding follows :meth:`armani.pipeline.ArmaniPipeline.encode_image` (the codebook's own
 segmenter and MaskCLIP choose each cell's word from the image's caption), but also keeps
@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from armani.codebook_health import (
+from armani.evaluation.codebook_health import (
     CodebookStats,
     WordsTable,
     codebook_stats,
@@ -321,7 +321,7 @@ class CodebookReport:
     seconds: float = 0.0
 
     def to_json(self) -> dict:
-        return _json_safe({
+        return json_safe({
             "num_images": self.num_images, "image_size": self.image_size, "seed": self.seed,
             "judge_segmenter": self.judge, "segmenter_on_originals": self.originals,
             "classifier": self.classifier, "classifier_on_originals": self.classifier_originals,
@@ -373,14 +373,14 @@ def codebook_report(codebooks: list[Codebook], num: int = 1000, seed: int = 1234
 
 
 # -- presenting ------------------------------------------------------------------------------
-def _json_safe(x):
+def json_safe(x):
     """JSON has no inf/nan: write them as the strings "inf", "-inf", "nan"."""
     if isinstance(x, float) and not math.isfinite(x):
         return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
     if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
+        return {k: json_safe(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
+        return [json_safe(v) for v in x]
     return x
 
 
@@ -458,7 +458,7 @@ def plot_report(report: CodebookReport, num_examples: int = 6):
     validation garments (shown in the top row). Returns a ``matplotlib.figure.Figure``."""
     from matplotlib.figure import Figure
 
-    from armani.alignment import _to_display
+    from armani.alignment import to_display
 
     n = min(num_examples, len(report.data), *(len(r.examples) for r in report.results))
     rows, cols = 1 + len(report.results), 1 + n
@@ -470,7 +470,7 @@ def plot_report(report: CodebookReport, num_examples: int = 6):
             va="center", fontsize=9)
     for j in range(n):
         ax = fig.add_subplot(grid[0, 1 + j])
-        ax.imshow(_to_display(report.data.images[j]))
+        ax.imshow(to_display(report.data.images[j]))
         ax.set_axis_off()
     for i, r in enumerate(report.results, start=1):
         ax = fig.add_subplot(grid[i, 0])
@@ -482,7 +482,7 @@ def plot_report(report: CodebookReport, num_examples: int = 6):
         ax.tick_params(labelsize=6)
         for j in range(n):
             ax = fig.add_subplot(grid[i, 1 + j])
-            ax.imshow(_to_display(r.examples[j]))
+            ax.imshow(to_display(r.examples[j]))
             m = reconstruction_metrics(report.data.images[j : j + 1], r.examples[j : j + 1])
             ax.set_title(f"{_num(m['psnr'], 1)} dB", fontsize=7)
             ax.set_axis_off()
@@ -491,7 +491,7 @@ def plot_report(report: CodebookReport, num_examples: int = 6):
 
 def save_figures(report: CodebookReport, path: str | Path) -> list[Path]:
     """``path``: :func:`plot_report`; ``<stem>-<name><suffix>``: the health figure with words of
-    each cross-modal codebook (:func:`armani.codebook_health.plot_codebook_health`)."""
+    each cross-modal codebook (:func:`armani.evaluation.codebook_health.plot_codebook_health`)."""
     import matplotlib.pyplot as plt
 
     path = Path(path)
@@ -531,7 +531,8 @@ def parse_checkpoints(items: list[str] | None) -> dict[str, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m armani.evaluation.codebook_report", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", action="append", metavar="NAME=DIR",
                     help="a saved pipeline or training run (repeatable; default: the shipped codebooks: "
                          + ", ".join(f"checkpoints/{n}" for n in SHIPPED_NAMES) + ")")
@@ -577,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _load_classifier(path: str | None, skip: bool):
-    """(classifier, where from) or (None, None), found the way ``armani.evaluate`` finds it:
+    """(classifier, where from) or (None, None), found the way ``python -m armani.evaluate`` finds it:
     ``--classifier`` must hold one; without it the shipped one is used when present."""
     if skip:
         return None, None
@@ -601,9 +602,10 @@ def _load_segmenter(path: Path) -> Segmenter:
 
 
 __all__ = [
-    "Codebook", "CodebookReport", "CodebookResult", "PartSurvival", "ValidationSet", "attributes_read", "codebook_report",
-    "encode_with_words", "evaluate_one", "format_table", "format_words", "health", "load_codebook", "main",
-    "parse_checkpoints", "plot_report", "reconstruction_metrics", "save_figures", "validation_set",
+    "Codebook", "CodebookReport", "CodebookResult", "PartSurvival", "SHIPPED_NAMES", "ValidationSet", "attributes_read",
+    "codebook_report", "encode_with_words", "evaluate_one", "format_table", "format_words", "health", "json_safe",
+    "load_codebook", "main", "parse_checkpoints", "plot_report", "reconstruction_metrics", "save_figures",
+    "validation_set",
 ]
 
 

@@ -211,12 +211,18 @@ def evaluate(cfg: EvalConfig, pipe=None) -> dict:
     """
     from tqdm.auto import tqdm
 
-    from armani.loading import load_pipeline
     from armani.evaluation.anchors import fidelity, garment_masks, kept_region_psnr, silhouette_iou, summarise_psnr
     from armani.evaluation.metrics import (
-        choose_extractors, clip_score, frechet_distance, inception_score, maskclip_scores, openclip_scorer, to_uint8,
+        choose_extractors,
+        clip_score,
+        frechet_distance,
+        inception_score,
+        maskclip_scores,
+        openclip_scorer,
+        to_uint8,
     )
     from armani.evaluation.prompts import task_uses_text
+    from armani.loading import load_pipeline
 
     _task_setup(cfg)  # fail on bad settings before loading anything
     started = time.perf_counter()
@@ -352,8 +358,8 @@ def anchors_report(cfg: EvalConfig, pipe=None) -> dict:
     without generating: ``{"anchors", "controls", "fidelity"}`` in the layout of its report
     (``fidelity`` of ``report``'s values when one is given). For reports made before anchors
     existed. ``pipe`` (default: ``cfg.checkpoint``) gives the image size and the MaskCLIP judge."""
-    from armani.loading import load_pipeline
     from armani.evaluation.metrics import choose_extractors
+    from armani.loading import load_pipeline
 
     _task_setup(cfg)
     classifier, validation, _ = _load_classifier(cfg.classifier)
@@ -528,6 +534,19 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print("no figure: no attribute classifier, so no per-attribute accuracy", file=sys.stderr)
     return 0
+
+
+__all__ = [
+    "EvalConfig",
+    "add_anchors",
+    "anchors_report",
+    "evaluate",
+    "format_table",
+    "main",
+    "parse_args",
+    "plot_attribute_accuracy",
+    "score_anchors",
+]
 
 
 if __name__ == "__main__":

@@ -333,7 +333,7 @@ class Trainer:
                 self.state.batches_in_epoch += 1
                 if self.audit and isinstance(batch, dict) and "index" in batch:
                     self.seen_rows.extend(batch["index"].tolist())
-                n = out.num_samples or _batch_size(batch)
+                n = out.num_samples or batch_size(batch)
                 self.state.samples_seen += n * acc.num_processes
                 window_samples += n * acc.num_processes
                 last = out
@@ -458,7 +458,8 @@ def warm_start(models: dict[str, nn.Module], folder: str | Path, stage: str, str
     return {"loaded": len(fits), "skipped": skipped}
 
 
-def _batch_size(batch: Any) -> int:
+def batch_size(batch: Any) -> int:
+    """Rows in ``batch``: the first dimension of its first tensor (a dict's values or a sequence), else 0."""
     if isinstance(batch, dict):
         for v in batch.values():
             if isinstance(v, torch.Tensor):

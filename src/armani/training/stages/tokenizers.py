@@ -101,7 +101,7 @@ class _VQStage(GarmentStage):
 
     @torch.no_grad()
     def evaluate(self, loader, max_batches: int = 16):
-        from armani.codebook_health import codebook_stats
+        from armani.evaluation.codebook_health import codebook_stats
 
         model = self.unwrap("vqgan")
         l1, psnr, ids = [], [], []
