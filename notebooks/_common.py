@@ -50,12 +50,10 @@ class NotebookModel:
     codebooks: dict[str, Path] = field(default_factory=dict)  # name -> folder, for the codebook notebook
 
     def pipeline(self):
-        """The full :class:`armani.pipeline.ArmaniPipeline` (a run dir or a saved folder)."""
-        from armani.pipeline import ArmaniPipeline
+        """The ARMANI pipeline (a run dir or a saved folder), opened with :func:`armani.load_pipeline`."""
+        from armani.loading import load_pipeline
 
-        if (self.path / "pipeline.json").is_file():
-            return ArmaniPipeline.from_pretrained(self.path)
-        return ArmaniPipeline.from_run(self.path)
+        return load_pipeline(self.path)
 
     def __str__(self) -> str:
         books = ", ".join(f"{k}={v}" for k, v in self.codebooks.items())

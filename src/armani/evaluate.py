@@ -7,29 +7,8 @@ names and runs its :func:`~armani.evaluation.generation.main`. ``--help`` lists 
 
 from __future__ import annotations
 
-from armani.evaluation.generation import (
-    EvalConfig,
-    add_anchors,
-    anchors_report,
-    evaluate,
-    format_table,
-    main,
-    parse_args,
-    plot_attribute_accuracy,
-    score_anchors,
-)
-
-__all__ = [
-    "EvalConfig",
-    "add_anchors",
-    "anchors_report",
-    "evaluate",
-    "format_table",
-    "main",
-    "parse_args",
-    "plot_attribute_accuracy",
-    "score_anchors",
-]
+from armani.evaluation.generation import *  # noqa: F403 - the public names, as generation.__all__ lists them
+from armani.evaluation.generation import __all__, main  # noqa: F401 - re-exported
 
 if __name__ == "__main__":
     raise SystemExit(main())
