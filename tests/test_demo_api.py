@@ -275,9 +275,9 @@ def test_parts_and_edit_part(client, files, tiny_pipeline):
 
 
 def test_search_returns_k_scored_rows(client, tiny_pipeline):
+    from armani.data.images import pil_to_tensor
     from armani.data.synthetic import generate_row
     from armani.retrieval import MaskCLIPIndex
-    from armani.data.images import pil_to_tensor
 
     gallery, table = client.predict("red dress with a belt", 5, api_name="/search")
     rows = table["data"]

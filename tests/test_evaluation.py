@@ -15,8 +15,15 @@ import pytest
 import torch
 
 from armani.evaluation.attributes import (
-    ATTRIBUTE_KEYS, AttributeClassifier, AttributeClassifierConfig, attribute_accuracy, compare, decode_attributes,
-    degrade, encode_attributes, load_validation,
+    ATTRIBUTE_KEYS,
+    AttributeClassifier,
+    AttributeClassifierConfig,
+    attribute_accuracy,
+    compare,
+    decode_attributes,
+    degrade,
+    encode_attributes,
+    load_validation,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -357,6 +364,23 @@ def test_load_pipeline_dispatches_on_format(tiny_run, tmp_path, monkeypatch):
         load_pipeline(weird)
     with pytest.raises(FileNotFoundError, match="neither"):
         load_pipeline(tmp_path)
+
+
+def test_the_shipped_checkpoint_is_found_without_the_repo_layout(tmp_path, monkeypatch):
+    """$ARMANI_CHECKPOINT moves every default at once: the pipeline's and the data layer's segmenter."""
+    from armani.data.prepare import resolve_segmenter_dir
+    from armani.locations import checkpoints_dir, shipped_checkpoint
+
+    moved = tmp_path / "elsewhere" / "armani"
+    (moved / "segmenter").mkdir(parents=True)
+    for name in ("model.safetensors", "config.json"):
+        (moved / "segmenter" / name).write_text("{}")
+    monkeypatch.setenv("ARMANI_CHECKPOINT", str(moved))
+    assert shipped_checkpoint() == moved and checkpoints_dir() == moved.parent
+    assert resolve_segmenter_dir("shipped") == moved / "segmenter"
+    monkeypatch.delenv("ARMANI_CHECKPOINT")
+    monkeypatch.chdir(tmp_path)  # no checkpoints/ here: the installed source checkout's copy
+    assert (shipped_checkpoint() / "pipeline.json").is_file()
 
 
 def test_cli_end_to_end_on_tiny(tiny_run, classifier_dir, tmp_path, capsys, monkeypatch):

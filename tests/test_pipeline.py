@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from armani.pipeline import ArmaniPipeline, PipelineInputError
 from armani.parts import PART_ID
+from armani.pipeline import ArmaniPipeline, PipelineInputError
 
 
 def _photo(h=300, w=200, seed=0):

@@ -18,9 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from real_data_fixtures import PHOTO_COUNTS, PHOTO_SKIPPED, write_deepfashion_folder, write_photo_folder
+from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "src" / "armani" / "train.py"

@@ -4,6 +4,7 @@ import itertools
 
 import pytest
 import torch
+from reference_sampling import filter_logits, reference_sample_autoregressive
 
 from armani.models.transformer import CrossModalTransformer, TransformerConfig
 from armani.sampling import (
@@ -15,7 +16,6 @@ from armani.sampling import (
 )
 from armani.sampling.fast_path import PackedLinear, model_for_sampling, packing_works
 from armani.sampling.tokens import guide
-from reference_sampling import filter_logits, reference_sample_autoregressive
 
 FP32 = dict(dtype="float32")
 

@@ -15,8 +15,18 @@ import pytest
 from armani.data import synthetic
 from armani.data.captions import CATEGORY_WORDS, NOISE_PHRASES, NUMBER_WORDS, PATTERN_WORDS
 from armani.data.synthetic import (
-    CATEGORIES, COLORS, DEFAULT_HELDOUT, PATTERNS, SLEEVES, HeldoutCombo, generate_dataset, generate_row,
-    parse_heldout, render_garment, sample_attributes, write_caption,
+    CATEGORIES,
+    COLORS,
+    DEFAULT_HELDOUT,
+    PATTERNS,
+    SLEEVES,
+    HeldoutCombo,
+    generate_dataset,
+    generate_row,
+    parse_heldout,
+    render_garment,
+    sample_attributes,
+    write_caption,
 )
 from armani.parts import COUNTABLE_PARTS, PART_ID, PART_NAMES, PART_WORDS
 

@@ -15,11 +15,13 @@ from PIL import Image
 
 from armani.data.captions import write_caption
 from armani.data.synthetic import generate_row, row_rng, sample_attributes
-from armani.evaluation import part_verdict, requested_attributes
-from armani.evaluation import attributes
+from armani.evaluation import attributes, part_verdict, requested_attributes
 from armani.evaluation import verdict as verdict_module
 from armani.evaluation.attributes import (
-    ATTRIBUTE_KEYS, AttributeClassifier, AttributeClassifierConfig, encode_attributes,
+    ATTRIBUTE_KEYS,
+    AttributeClassifier,
+    AttributeClassifierConfig,
+    encode_attributes,
 )
 from armani.evaluation.verdict import NO_CLASSIFIER_MESSAGE, NOTHING_REQUESTED_MESSAGE
 

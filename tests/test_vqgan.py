@@ -13,7 +13,7 @@ from torch import nn
 
 from armani.models.losses import VQGANLoss, adaptive_gan_weight, semantic_loss
 from armani.models.perceptual import VGG16_TAPS, build_perceptual
-from armani.models.vqgan import CheckpointError, VQGAN, VQGANConfig
+from armani.models.vqgan import VQGAN, CheckpointError, VQGANConfig
 
 torch.set_num_threads(1)
 

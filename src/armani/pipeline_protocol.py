@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from armani.locations import CHECKPOINT_ENV, checkpoints_dir, shipped_checkpoint
 from armani.models.vqgan import CheckpointError
 from armani.text import GarmentTokenizer
 
@@ -36,8 +36,6 @@ ARMANI_FORMAT = "armani-pipeline"
 DIFFUSION_FORMAT = "armani-diffusion"
 PIPELINE_FORMATS: tuple[str, ...] = (ARMANI_FORMAT, DIFFUSION_FORMAT)
 CONTROLS: tuple[str, ...] = ("text", "sketch", "partial")
-# Overrides where the shipped checkpoint is looked for (see shipped_checkpoint()).
-CHECKPOINT_ENV = "ARMANI_CHECKPOINT"
 
 
 class PipelineInputError(ValueError):
@@ -85,32 +83,6 @@ class GarmentPipeline(Protocol):
 
     def __call__(self, text: str | None = None, sketch=None, partial=None, partial_keep_mask=None,
                  num_images: int = 4, seed: int | None = 0, **options: Any) -> PipelineOutput: ...
-
-
-def shipped_checkpoint() -> Path:
-    """The checkpoint opened when no path is given.
-
-    ``$ARMANI_CHECKPOINT`` when set; otherwise ``checkpoints/armani`` in the current folder,
-    then in the source checkout this package was installed from (``pip install -e .``). The
-    first that holds a ``pipeline.json`` wins; if none does, the last candidate is returned so
-    the error can name it.
-    """
-    env = os.environ.get(CHECKPOINT_ENV)
-    if env:
-        return Path(env)
-    candidates = [Path.cwd() / "checkpoints" / "armani"]
-    source_checkout = Path(__file__).resolve().parents[2]  # src/armani/<this file> -> the checkout
-    if (source_checkout / "pyproject.toml").is_file():
-        candidates.append(source_checkout / "checkpoints" / "armani")
-    for folder in candidates:
-        if (folder / "pipeline.json").is_file():
-            return folder
-    return candidates[-1]
-
-
-def checkpoints_dir() -> Path:
-    """The folder holding the shipped checkpoint and its baselines (``checkpoints/``)."""
-    return shipped_checkpoint().parent
 
 
 # -- shared by the pipeline classes --------------------------------------------------------------

@@ -56,6 +56,7 @@ from PIL import Image, ImageOps
 
 from armani.data.images import ImageInputError, fit_image, load_image_with_notes, load_mask
 from armani.data.label_maps import GARMENT, LabelMap, resolve_label_map
+from armani.locations import shipped_checkpoint
 from armani.parts import PART_ID, PART_NAMES
 
 PREPARE_VERSION = 1
@@ -63,7 +64,6 @@ CHUNK_ROWS = 256
 MIN_GARMENT_FRACTION = 0.02  # of the letterboxed image; below it a photo shows no garment
 BLANK_STD = 2.0  # grey-level standard deviation below which an image is one flat colour
 PREDICT_BATCH = 32
-SHIPPED_SEGMENTER = Path(__file__).resolve().parents[3] / "checkpoints" / "armani" / "segmenter"
 _EXAMPLES_PER_REASON = 3
 _ORIENTATION_TRANSPOSE = {  # EXIF orientation -> the PIL transpose that makes the photo upright
     2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
@@ -90,7 +90,7 @@ def resolve_segmenter_dir(spec: str | None) -> Path | None:
     """``"shipped"``, a segmenter folder, a saved pipeline or a run -> the folder with model.safetensors."""
     if spec is None or str(spec).lower() in ("", "none", "null"):
         return None
-    path = SHIPPED_SEGMENTER if spec == "shipped" else Path(spec).expanduser()
+    path = shipped_checkpoint() / "segmenter" if spec == "shipped" else Path(spec).expanduser()
     for candidate in (path, path / "segmenter", path / "segmenter" / "final"):
         if (candidate / "model.safetensors").is_file() and (candidate / "config.json").is_file():
             return candidate

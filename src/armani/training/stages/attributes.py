@@ -23,7 +23,12 @@ import torch
 from torch.utils.data import Dataset
 
 from armani.evaluation.attributes import (
-    ATTRIBUTE_KEYS, AttributeClassifier, AttributeClassifierConfig, attribute_accuracy, decode_attributes, degrade,
+    ATTRIBUTE_KEYS,
+    AttributeClassifier,
+    AttributeClassifierConfig,
+    attribute_accuracy,
+    decode_attributes,
+    degrade,
     encode_attributes,
 )
 from armani.training.engine import ForwardAs, OptimConfig, Stage, StepOutput, register_stage
