@@ -168,18 +168,39 @@ def test_semantic_hook_adds_lambda_times_semantic_and_backpropagates():
     text, sketch, partial, image = inputs(model.config)
     seen = {}
 
-    def semantic_fn(probs):
-        seen["probs"] = probs
+    def semantic_fn(probs, rows):
+        seen["probs"], seen["rows"] = probs, rows
         return 1 - probs[..., 3].mean()  # "make the image look like code 3"
 
     out = model.loss(text, sketch, partial, image, drop={}, semantic_fn=semantic_fn)
-    assert seen["probs"].shape == (2, 9, 16)
+    assert seen["probs"].shape == (2, 9, 16) and seen["rows"].tolist() == [0, 1]
     torch.testing.assert_close(seen["probs"].sum(-1), torch.ones(2, 9))
     torch.testing.assert_close(out.total, out.ce + 2.0 * out.semantic)
     model.zero_grad()
     out.semantic.backward()
     grad = model.head.weight.grad
     assert grad is not None and grad[3].norm() > 0
+
+
+def test_semantic_hook_skips_rows_whose_caption_was_dropped():
+    """Eq. 14 needs the caption: a row trained without it gets cross entropy only."""
+    torch.manual_seed(0)
+    model = CrossModalTransformer(tiny_config(semantic_loss=True))
+    text, sketch, partial, image = inputs(model.config)
+    calls = []
+
+    def semantic_fn(probs, rows):
+        calls.append(rows.tolist())
+        return probs[..., 3].mean()
+
+    full = model.loss(text, sketch, partial, image, drop={}, semantic_fn=semantic_fn)
+    one = model.loss(text, sketch, partial, image, drop={"text": torch.tensor([True, False])}, semantic_fn=semantic_fn)
+    assert calls == [[0, 1], [1]]
+    logits = model(text, sketch, partial, image, drop={"text": torch.tensor([True, False])})
+    torch.testing.assert_close(one.semantic, model.soft_image_codes(logits[1:])[..., 3].mean())
+    none = model.loss(text, sketch, partial, image, drop={"text": True}, semantic_fn=semantic_fn)
+    assert len(calls) == 2 and none.semantic == 0 and torch.equal(none.total, none.ce)
+    assert full.semantic != one.semantic
 
 
 def test_soft_image_codes():

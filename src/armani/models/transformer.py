@@ -30,8 +30,9 @@ Choices the paper leaves open, fixed here:
   from every training image, so they must be absent often for text-only to be learned.
 * The semantic loss of Eq. 14 needs the VQGAN decoder, the segmenter and MaskCLIP, which a
   model must not import; :meth:`CrossModalTransformer.loss` takes a ``semantic_fn`` hook
-  that receives ``soft_image_codes(logits)`` (softmax, or straight-through Gumbel) and
-  returns the scalar semantic loss.
+  that receives ``soft_image_codes(logits)`` (softmax, or straight-through Gumbel) of the
+  rows whose caption was kept, with those rows' batch indices, and returns the scalar
+  semantic loss.
 * GPT-2 initialisation: N(0, 0.02) weights, zero biases, residual output projections
   scaled by 1/sqrt(2 * layers). Output head not tied to the input table (the input table
   has the extra [MASK]/NULL rows and may be a sum over PQ groups).
@@ -454,7 +455,9 @@ class CrossModalTransformer(PretrainedMixin, nn.Module):
         pass one seeded per batch); ``drop`` overrides that. Cross entropy is on image
         tokens only (causal: every token; bidirectional: the masked ones). When
         ``config.semantic_loss`` and a ``semantic_fn`` are given, ``semantic_fn(probs)``
-        with ``probs = soft_image_codes(logits, tau, hard)`` adds ``lambda_semantic *`` it.
+        with ``probs = soft_image_codes(logits, tau, hard)`` adds ``lambda_semantic *`` it;
+        the hook is called as ``semantic_fn(probs[rows], rows)`` with ``rows`` the captioned
+        rows (a dropped caption leaves nothing to score the image against).
         """
         c = self.config
         if image_ids is None:
@@ -476,7 +479,13 @@ class CrossModalTransformer(PretrainedMixin, nn.Module):
             accuracy = (picked_logits.argmax(-1) == picked_targets).float().mean()
         semantic = torch.zeros((), device=ce.device)
         if c.semantic_loss and semantic_fn is not None:
-            semantic = semantic_fn(soft_image_codes(logits, tau=tau, hard=hard))
+            # Eq. 14 scores the image against its caption, so a row whose caption was dropped
+            # has nothing to be scored against: it would pull the image towards the tokens of
+            # a text the model never saw. Only the captioned rows reach the hook.
+            text_dropped = torch.as_tensor((drop or {}).get("text", False), device=logits.device)
+            rows = (~text_dropped.bool()).expand(B).nonzero().squeeze(1)  # (R,) batch indices
+            if len(rows):
+                semantic = semantic_fn(soft_image_codes(logits[rows], tau=tau, hard=hard), rows)
         return TransformerLoss(total=ce + c.lambda_semantic * semantic, ce=ce, semantic=semantic, accuracy=accuracy)
 
     def param_groups(self, weight_decay: float) -> list[dict]:

@@ -128,9 +128,10 @@ class TransformerStage(GarmentStage):
         f = self.frozen
         k = self.cfg.train.semantic_samples or len(text_ids)
 
-        def fn(probs: torch.Tensor) -> torch.Tensor:
+        def fn(probs: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+            # probs (R, N, K) of the captioned rows, rows (R,) their indices in the batch
             images = f["vqgan"].decode_soft(probs[:k])  # (k, 3, H, W), differentiable in probs
-            return semantic_loss(images, text_ids[:k], f["segmenter"], f["maskclip"])
+            return semantic_loss(images, text_ids[rows[:k]], f["segmenter"], f["maskclip"])
 
         return fn
 
