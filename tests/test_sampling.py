@@ -78,6 +78,22 @@ def test_cached_sampler_equals_uncached_reference(gpt, settings):
     assert torch.equal(cached, reference)
 
 
+def test_cached_sampler_with_grid_positions_equals_uncached_reference():
+    """The shared 2D position code reaches the KV-cache sampler and its bf16 fast path as well."""
+    torch.manual_seed(2)
+    model = CrossModalTransformer(tiny_config(grid_positions=True)).eval()
+    with torch.no_grad():
+        model.head.weight.mul_(40)
+        model.grid_row_emb.weight.normal_(0, 1.0)  # trained-looking, not the zero start
+        model.grid_col_emb.weight.normal_(0, 1.0)
+    cond = conditions(model.config)
+    cached = sample_autoregressive(model, **cond, num_images=3, generator=7, top_k=5, **FP32)
+    reference = reference_sample_autoregressive(model, **cond, num_images=3, generator=7, top_k=5)
+    assert torch.equal(cached, reference)
+    fast = sample_autoregressive(model, **cond, num_images=3, generator=7, top_k=5, dtype="bfloat16")
+    assert (fast == reference).float().mean() > 0.5
+
+
 def test_seeding(gpt):
     cond = conditions(gpt.config)
     a = sample_autoregressive(gpt, **cond, num_images=4, generator=1, **FP32)

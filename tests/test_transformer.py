@@ -162,6 +162,46 @@ def test_bidirectional_loss_scores_only_masked_positions():
     torch.testing.assert_close(out.ce, F.cross_entropy(logits[scored], image[scored]))
 
 
+def test_grid_positions_give_a_sketch_cell_the_code_of_the_image_cells_under_it():
+    from armani.models.transformer import grid_position_weights
+
+    cfg = tiny_config(image_len=16, sketch_len=4, partial_len=4, grid_positions=True)  # 4x4 image, 2x2 sketch
+    rows, cols = grid_position_weights(cfg)
+    sketch0, partial0, image0 = cfg.text_len + 1, cfg.text_len + cfg.sketch_len + 2, cfg.prefix_len
+    assert rows[: cfg.text_len].abs().sum() == 0 and rows[cfg.text_len].abs().sum() == 0  # text, SEP
+    torch.testing.assert_close(rows[sketch0 + 3], torch.tensor([0, 0, 0.5, 0.5]))  # sketch cell (1, 1)
+    torch.testing.assert_close(cols[partial0 + 2], torch.tensor([0.5, 0.5, 0, 0]))  # partial cell (1, 0)
+    torch.testing.assert_close(rows[image0 + 6], torch.tensor([0.0, 1, 0, 0]))  # image cell (1, 2)
+    torch.testing.assert_close(cols[image0 + 6], torch.tensor([0.0, 0, 1, 0]))
+
+    model = CrossModalTransformer(cfg)
+    with torch.no_grad():
+        model.grid_row_emb.weight.normal_()
+        model.grid_col_emb.weight.normal_()
+        model.pos_emb.weight.zero_()
+        model.type_emb.weight.zero_()
+    terms = model._position_terms(0, cfg.max_len)
+    under = [image0 + k for k in (10, 11, 14, 15)]  # image cells (2..3, 2..3) under sketch cell (1, 1)
+    torch.testing.assert_close(terms[sketch0 + 3], terms[under].mean(0))
+    assert (terms[sketch0 + 3] - terms[image0]).norm() > 0.1  # another cell, another code
+    with pytest.raises(ValueError, match="grid_positions"):
+        tiny_config(image_len=9, sketch_len=4, grid_positions=True)  # 2x2 does not tile 3x3
+
+
+def test_grid_positions_start_as_a_no_op_on_a_trained_model():
+    """Switched on in a trained model (warm start, non-strict), the code is zero: same outputs."""
+    torch.manual_seed(0)
+    plain = CrossModalTransformer(tiny_config(image_len=16)).eval()
+    grid = CrossModalTransformer(tiny_config(image_len=16, grid_positions=True)).eval()
+    missing, unexpected = grid.load_state_dict(plain.state_dict(), strict=False)
+    assert sorted(missing) == ["grid_col_emb.weight", "grid_row_emb.weight"] and not unexpected
+    text, sketch, partial, image = inputs(plain.config)
+    torch.testing.assert_close(grid(text, sketch, partial, image), plain(text, sketch, partial, image))
+    out = grid.loss(text, sketch, partial, image, drop={})
+    out.ce.backward()
+    assert grid.grid_row_emb.weight.grad.norm() > 0  # and it learns from there
+
+
 def test_semantic_hook_adds_lambda_times_semantic_and_backpropagates():
     torch.manual_seed(0)
     model = CrossModalTransformer(tiny_config(semantic_loss=True))

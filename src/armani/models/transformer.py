@@ -92,10 +92,23 @@ class TransformerConfig:
     # untrained model gives grey averages whose gradients fight the cross entropy, and each
     # semantic step costs ~2x a plain one on a CPU.
     semantic_start_step: int = 0
+    # One 2D position code shared by the three grids (issue 14, lead 3): learned row and
+    # column embeddings of the image grid, added to every image token, and to every sketch
+    # and partial token as the mean over the image rows/columns its cell covers. So a sketch
+    # cell and the image cells under it carry the same code, instead of the model having to
+    # learn from data which of 64 unrelated sketch positions lies over which image position.
+    # Zero-initialised: switching it on in a trained model leaves its outputs unchanged.
+    grid_positions: bool = False
 
     def __post_init__(self) -> None:
         if self.width % self.heads:
             raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+        if self.grid_positions:
+            side = math.isqrt(self.image_len)
+            for name, n in (("image", self.image_len), ("sketch", self.sketch_len), ("partial", self.partial_len)):
+                if math.isqrt(n) ** 2 != n or side % math.isqrt(n):
+                    raise ValueError(f"grid_positions needs square grids that divide the image grid; "
+                                     f"{name} has {n} tokens for an image grid of {side}x{side}")
         if self.pq_groups < 1:
             raise ValueError(f"pq_groups must be >= 1, got {self.pq_groups}")
         unknown = set(self.cond_drop_prob) - set(CONDITIONS)
@@ -168,6 +181,29 @@ class KVCache:
 
     def layer(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.data[i, 0], self.data[i, 1]
+
+
+def grid_position_weights(config: TransformerConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which image-grid rows and columns each sequence position sits on: two (T_max, side) maps.
+
+    An image token at (r, c) has weight 1 on row r and column c. A sketch or partial token
+    whose cell covers image rows ``r*f .. r*f+f-1`` (``f`` = image side / its grid side) has
+    weight ``1/f`` on each of them, and the same for columns, so its code is the mean of the
+    codes of the image cells under it. Text and SEP positions have no weight.
+    """
+    side = math.isqrt(config.image_len)
+    rows = torch.zeros(config.max_len, side)
+    cols = torch.zeros(config.max_len, side)
+    starts = {"sketch": config.text_len + 1, "partial": config.text_len + config.sketch_len + 2,
+              "image": config.prefix_len}
+    for name, n in (("sketch", config.sketch_len), ("partial", config.partial_len), ("image", config.image_len)):
+        g = math.isqrt(n)
+        f = side // g
+        for k in range(n):
+            r, c = divmod(k, g)
+            rows[starts[name] + k, r * f : (r + 1) * f] = 1.0 / f
+            cols[starts[name] + k, c * f : (c + 1) * f] = 1.0 / f
+    return rows, cols
 
 
 def soft_image_codes(logits: torch.Tensor, tau: float = 1.0, hard: bool = False) -> torch.Tensor:
@@ -271,10 +307,20 @@ class CrossModalTransformer(PretrainedMixin, nn.Module):
         ])
         self.register_buffer("type_ids", types, persistent=False)  # (T_max,)
         self.register_buffer("group_offsets", torch.arange(G) * (K + 1), persistent=False)  # (G,)
+        if c.grid_positions:
+            side = math.isqrt(c.image_len)
+            self.grid_row_emb = nn.Embedding(side, D)
+            self.grid_col_emb = nn.Embedding(side, D)
+            rows, cols = grid_position_weights(c)
+            self.register_buffer("grid_rows", rows, persistent=False)  # (T_max, side)
+            self.register_buffer("grid_cols", cols, persistent=False)
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
             if name.endswith("attn.proj.weight") or name.endswith("mlp.2.weight"):
                 nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * c.layers))
+        if c.grid_positions:
+            nn.init.zeros_(self.grid_row_emb.weight)
+            nn.init.zeros_(self.grid_col_emb.weight)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -291,7 +337,11 @@ class CrossModalTransformer(PretrainedMixin, nn.Module):
     def _position_terms(self, start: int, length: int) -> torch.Tensor:
         """Position + token-type embedding for sequence positions [start, start+length): (T, D)."""
         pos = torch.arange(start, start + length, device=self.type_ids.device)
-        return self.pos_emb(pos) + self.type_emb(self.type_ids[start : start + length])
+        terms = self.pos_emb(pos) + self.type_emb(self.type_ids[start : start + length])
+        if self.config.grid_positions:
+            span = slice(start, start + length)
+            terms = terms + self.grid_rows[span] @ self.grid_row_emb.weight + self.grid_cols[span] @ self.grid_col_emb.weight
+        return terms
 
     def condition_ids(self, name: str, ids: torch.Tensor | None, batch: int,
                        drop: torch.Tensor | bool | None) -> torch.Tensor:
