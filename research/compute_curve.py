@@ -18,6 +18,7 @@ checkpoints' ``elapsed_s``. Reports are cached beside ``--out`` (``--resume``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -70,6 +71,12 @@ def pipeline_with(base: str | None, weights: Path | None):
     pipe = load_pipeline(base)
     if weights is not None:
         state = {k.removeprefix("model."): v for k, v in load_file(str(weights)).items()}
+        if "grid_row_emb.weight" in state and not pipe.transformer.config.grid_positions:
+            # a run that switched on the shared 2D position code on top of the base's transformer
+            from armani.models.transformer import CrossModalTransformer
+
+            config = dataclasses.replace(pipe.transformer.config, grid_positions=True)
+            pipe.transformer = CrossModalTransformer(config).to(next(pipe.transformer.parameters()).dtype)
         pipe.transformer.load_state_dict(state, strict=True)
         pipe.transformer.eval()
     return pipe

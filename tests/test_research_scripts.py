@@ -66,3 +66,23 @@ def test_the_shipped_transformer_reads_the_category_and_colour_words(tmp_path):
         r = result[word]
         assert r["garments"] == 24
         assert r["delta_nll_nats"] > 3 * r["stderr"] > 0, (word, r)
+
+
+def test_compute_curve_loads_a_run_that_switched_on_grid_positions(tiny_run, tmp_path):
+    """The curve's step 0 is the base's plain transformer; the run's points carry the 2D code."""
+    import dataclasses
+
+    from safetensors.torch import save_file
+
+    from armani.loading import load_pipeline
+    from armani.models.transformer import CrossModalTransformer
+
+    base = load_pipeline(tiny_run).transformer
+    grid = CrossModalTransformer(dataclasses.replace(base.config, grid_positions=True))
+    with torch.no_grad():
+        grid.grid_row_emb.weight.normal_()
+    save_file({"model." + k: v.contiguous() for k, v in grid.state_dict().items()}, str(tmp_path / "model.safetensors"))
+    pipe = compute_curve.pipeline_with(str(tiny_run), tmp_path / "model.safetensors")
+    assert pipe.transformer.config.grid_positions
+    assert torch.equal(pipe.transformer.grid_row_emb.weight, grid.grid_row_emb.weight)
+    assert not compute_curve.pipeline_with(str(tiny_run), None).transformer.config.grid_positions
