@@ -403,7 +403,7 @@ def test_cli_end_to_end_on_tiny(tiny_run, classifier_dir, tmp_path, capsys, monk
     assert report["feature_extractor"].startswith("attribute-classifier")
     assert report["clip_score"] == "unavailable"
     assert np.isfinite(report["fid"]) and report["fid"] >= 0
-    assert 1.0 <= report["is"]["mean"] <= 12.0
+    assert 1.0 - 1e-5 <= report["is"]["mean"] <= 12.0  # IS >= 1 up to float rounding (1 when every image looks alike)
     assert -1.0 <= report["maskclip_score"] <= 1.0 and report["maskclip_judge"] == "the evaluated checkpoint"
     assert report["counts"]["generated_images"] == 3 == report["counts"]["real_images"]
     assert report["config"]["task"] == "text+sketch" and report["config"]["image_size"] == 32
