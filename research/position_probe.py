@@ -6,7 +6,8 @@ sketch cell (r, c) lies over image cells (2r..2r+1, 2c..2c+1): it must learn tha
 Two measurements:
 
 1. **2D structure of the learned positions.** Within each grid segment, the Pearson
-   correlation between two positions' cosine similarity and their distance on the grid. A
+   correlation between two positions' cosine similarity and their distance on the grid
+   (the position code as the model adds it: the table, plus the shared 2D code if on). A
    table that encodes 2D layout gives a clearly negative value (near cells look alike);
    an unstructured one gives ~0.
 2. **Where image positions look in the sketch.** For validation garments with their Canny
@@ -97,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     tr, c = pipe.transformer.float().eval(), pipe.transformer.config
     side, sketch_side = math.isqrt(c.image_len), math.isqrt(c.sketch_len)
     starts = {"text": 0, "sketch": c.text_len + 1, "partial": c.text_len + c.sketch_len + 2, "image": c.prefix_len}
-    pos = tr.pos_emb.weight.detach()
+    with torch.no_grad():  # the position code a token gets: the learned table, plus the shared 2D code if on
+        pos = tr._position_terms(0, c.max_len) - tr.type_emb(tr.type_ids)
     structure = {name: grid_structure(pos[starts[name] : starts[name] + n], math.isqrt(n))
                  for name, n in (("sketch", c.sketch_len), ("partial", c.partial_len), ("image", c.image_len))}
 
