@@ -159,3 +159,28 @@ def test_reuse_from_a_saved_pipeline_keeps_stage_reports(tmp_path, tiny_run):
     final = tmp_path / "again" / "segmenter" / "final"
     assert (final / "DONE").is_file() and (final / "training_report.json").is_file()
     assert (tmp_path / "again" / "maskclip" / "final" / "DONE").is_file()
+
+
+@pytest.mark.slow
+def test_background_weight_trains_on_the_garment_masks_stored_with_the_tokens(tmp_path, tiny_run):
+    """transformer.background_weight (issue 14, lead 6): tokenizing stores which image tokens
+    cover the garment (corners are studio background, the centre is garment); a token file
+    from before that is a clear error."""
+    from safetensors.torch import save_file
+
+    run = tmp_path / "bg"
+    _finish(_train(run, tiny_run / "data", "transformer", "--reuse", str(tiny_run), "transformer.background_weight=0.3"))
+    tokens = load_file(str(run / "transformer" / "tokens-train.safetensors"))
+    garment = tokens["garment_tokens"].bool()
+    assert garment.shape == tokens["image_ids"].shape[:2] and 0.1 < garment.float().mean() < 0.9
+    side = int(garment.shape[1] ** 0.5)
+    centre = (side // 2) * side + side // 2
+    assert garment[:, 0].float().mean() < 0.2 and garment[:, centre].float().mean() > 0.8
+    assert json.loads((run / "transformer" / "final" / "config.json").read_text())["background_weight"] == 0.3
+
+    old = tmp_path / "old"
+    (old / "transformer").mkdir(parents=True)
+    save_file({k: v for k, v in tokens.items() if k != "garment_tokens"}, str(old / "transformer" / "tokens-train.safetensors"))
+    proc = _train(old, tiny_run / "data", "transformer", "--reuse", str(tiny_run), "transformer.background_weight=0.3")
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode != 0 and "delete it to tokenize again" in out

@@ -202,6 +202,29 @@ def test_grid_positions_start_as_a_no_op_on_a_trained_model():
     assert grid.grid_row_emb.weight.grad.norm() > 0  # and it learns from there
 
 
+def test_background_weight_is_a_weighted_mean_that_leaves_garment_tokens_at_full_weight():
+    torch.manual_seed(0)
+    cfg = tiny_config(background_weight=0.25)
+    model = CrossModalTransformer(cfg).eval()
+    text, sketch, partial, image = inputs(cfg)
+    garment = torch.zeros(2, cfg.image_len, dtype=torch.bool)
+    garment[:, :4] = True  # the first 4 tokens of each row cover the garment
+    logits = model(text, sketch, partial, image)
+    per_token = F.cross_entropy(logits.reshape(-1, cfg.image_codebook_size), image.reshape(-1), reduction="none")
+    weight = torch.where(garment.reshape(-1), 1.0, 0.25)
+    out = model.loss(text, sketch, partial, image, drop={}, garment_tokens=garment)
+    torch.testing.assert_close(out.ce, (per_token * weight).sum() / weight.sum())
+    plain = model.loss(text, sketch, partial, image, drop={}, garment_tokens=torch.ones_like(garment))
+    torch.testing.assert_close(plain.ce, per_token.mean())  # every token garment: the plain mean
+    with pytest.raises(ValueError, match="garment_tokens"):
+        model.loss(text, sketch, partial, image, drop={})
+    with pytest.raises(ValueError, match="background_weight"):
+        tiny_config(background_weight=0.0)
+    pq = CrossModalTransformer(tiny_config(background_weight=0.5, pq_groups=2, causal=False)).eval()
+    _, _, _, pq_image = inputs(pq.config)
+    assert torch.isfinite(pq.loss(text, sketch, partial, pq_image, drop={}, garment_tokens=garment).ce)
+
+
 def test_semantic_hook_adds_lambda_times_semantic_and_backpropagates():
     torch.manual_seed(0)
     model = CrossModalTransformer(tiny_config(semantic_loss=True))

@@ -11,6 +11,7 @@ distributions softly and scores them with the frozen segmenter and MaskCLIP.
 
 from __future__ import annotations
 
+import math
 from functools import cached_property
 from pathlib import Path
 
@@ -21,11 +22,13 @@ from armani.models.cross_modal_encoding import encode_cross_modal
 from armani.models.losses import semantic_loss
 from armani.models.transformer import CrossModalTransformer
 from armani.models.vqgan import VQGAN
+from armani.parts import NUM_PARTS
+from armani.sampling import token_mask_from_part_mask
 from armani.training.engine import ForwardAs, StepOutput, register_stage
 from armani.training.stages.base import GarmentStage, part_probs_for
 from armani.training.stages.tokenizers import encode_conditions
 
-TOKEN_KEYS = ("text_ids", "image_ids", "sketch_ids", "partial_ids", "index")
+TOKEN_KEYS = ("text_ids", "image_ids", "sketch_ids", "partial_ids", "index", "garment_tokens")
 
 
 class TokenDataset(torch.utils.data.Dataset):
@@ -91,6 +94,10 @@ class TransformerStage(GarmentStage):
                     out["partial_ids"].append(partial_ids)
                     out["text_ids"].append(batch["text_ids"])
                     out["index"].append(batch["index"])
+                    # which image tokens cover a garment pixel (any part but background), for
+                    # transformer.background_weight; a row without a mask is all background
+                    out["garment_tokens"].append(token_mask_from_part_mask(
+                        batch["mask"], list(range(1, NUM_PARTS)), math.isqrt(image_ids.shape[1])).to(torch.uint8))
                 tensors = {k: torch.cat(v).contiguous() for k, v in out.items()}
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(".tmp")
@@ -98,7 +105,11 @@ class TransformerStage(GarmentStage):
                 tmp.rename(path)
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        tensors = load_file(str(path))
+        if "garment_tokens" not in tensors and self.config.transformer.background_weight != 1.0:
+            raise ValueError(f"{path} was tokenized before garment masks were stored with the tokens, and "
+                             "transformer.background_weight needs them: delete it to tokenize again")
+        return tensors
 
     def train_dataset(self):
         return TokenDataset(self.tokenize_split(super().train_dataset(), "train"))
@@ -143,7 +154,7 @@ class TransformerStage(GarmentStage):
         semantic = self.semantic_fn(batch["text_ids"]) if use_semantic else None
         out = self.models["transformer"](
             batch["text_ids"], batch["sketch_ids"], batch["partial_ids"], batch["image_ids"],
-            generator=gen, semantic_fn=semantic,
+            generator=gen, semantic_fn=semantic, garment_tokens=batch.get("garment_tokens"),
         )
         self.optimize(out.total)
         return StepOutput(out.total.item(), {"ce": out.ce.item(), "semantic": out.semantic.item(),
@@ -161,10 +172,13 @@ class TransformerStage(GarmentStage):
             if i >= max_batches:
                 break
             ids = (batch["text_ids"], batch["sketch_ids"], batch["partial_ids"], batch["image_ids"])
-            out = model.loss(*ids, drop={})
+            # The plain mean over every token (all marked garment, so no background weighting):
+            # validation CE stays comparable across transformer.background_weight settings.
+            plain = torch.ones(batch["image_ids"].shape[:2], dtype=torch.bool)
+            out = model.loss(*ids, drop={}, garment_tokens=plain)
             ce.append(out.ce.item())
             acc.append(out.accuracy.item())
-            ce_none.append(model.loss(*ids, drop=everything).ce.item())
+            ce_none.append(model.loss(*ids, drop=everything, garment_tokens=plain).ce.item())
         mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
         return {"ce": mean(ce), "accuracy": mean(acc), "ce_unconditional": mean(ce_none),
                 "ce_gain": mean(ce_none) - mean(ce)}
