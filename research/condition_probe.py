@@ -43,6 +43,27 @@ def swapped(caption: str, attributes: dict, what: str, rng: np.random.Generator)
     return None
 
 
+def val_garments(pipe, num: int) -> tuple[list[dict], torch.Tensor, torch.Tensor]:
+    """The first ``num`` procedural val rows, their caption ids (B, L) and their image tokens
+    (B, N[, G]) from the pipeline's own Eq. 9 encoding with the true caption."""
+    from armani.data.synthetic import generate_row
+    from armani.data.transforms import image_tensor
+
+    rows = [generate_row(i, size=pipe.image_size, seed=0, split="val") for i in range(num)]
+    images = torch.stack([image_tensor(r["image"]) for r in rows])  # (B, 3, S, S)
+    text_ids = pipe.tokenizer([r["caption"] for r in rows], warn=False).ids
+    image_ids = torch.cat([pipe.encode_image(images[i : i + 1], text_ids[i : i + 1]) for i in range(num)])
+    return rows, text_ids, image_ids
+
+
+def report(result: dict, out: str | None) -> None:
+    """Print ``result`` as JSON and write it to ``out`` when given."""
+    print(json.dumps(result, indent=2))
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(result, indent=2) + "\n")
+
+
 @torch.no_grad()
 def token_nll(pipe, text_ids: torch.Tensor, image_ids: torch.Tensor) -> torch.Tensor:
     """-log p(token | caption, earlier tokens) of every image token: (B, N) nats."""
@@ -59,12 +80,10 @@ def image_nll(pipe, text_ids: torch.Tensor, image_ids: torch.Tensor) -> torch.Te
 def background_share(pipe, rows: list[dict], nll: torch.Tensor) -> dict:
     """Lead 6: how many image tokens cover no garment pixel (label 0; label 1 "body" is the
     garment's main panel), and how much of the loss they take."""
-    from armani.parts import NUM_PARTS
-    from armani.sampling import token_mask_from_part_mask
+    from armani.sampling import garment_token_mask
 
-    grid = pipe.vqgan.grid_size
     masks = torch.stack([torch.as_tensor(r["mask"]) for r in rows]).long()  # (B, S, S) part ids
-    garment = token_mask_from_part_mask(masks, list(range(1, NUM_PARTS)), grid)  # (B, N): any garment pixel
+    garment = garment_token_mask(masks, pipe.vqgan.grid_size)  # (B, N): any garment pixel
     background = ~garment
     return {"background_token_fraction": float(background.float().mean()),
             "background_nll_share": float((nll * background).sum() / nll.sum()),
@@ -80,16 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out")
     args = ap.parse_args(argv)
 
-    from armani.data.synthetic import generate_row
-    from armani.data.transforms import image_tensor
     from armani.loading import load_pipeline
 
     pipe = load_pipeline(args.checkpoint)
     rng = np.random.default_rng(args.seed)
-    rows = [generate_row(i, size=pipe.image_size, seed=0, split="val") for i in range(args.num)]
-    images = torch.stack([image_tensor(r["image"]) for r in rows])  # (B, 3, S, S)
-    true_ids = pipe.tokenizer([r["caption"] for r in rows], warn=False).ids
-    image_ids = torch.cat([pipe.encode_image(images[i : i + 1], true_ids[i : i + 1]) for i in range(len(rows))])
+    rows, true_ids, image_ids = val_garments(pipe, args.num)
     per_token = token_nll(pipe, true_ids, image_ids)  # (B, N)
     base = per_token.sum(1)
     result = {"checkpoint": str(args.checkpoint), "num": args.num, "tokens_per_image": int(image_ids[0].numel()),
@@ -107,10 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                         "stderr": float(delta.std() / len(keep) ** 0.5),
                         "delta_per_token": float(delta.mean() / image_ids[0].numel()),
                         "example": captions[0]}
-    print(json.dumps(result, indent=2))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    report(result, args.out)
     return 0
 
 

@@ -24,7 +24,6 @@ Two measurements:
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -69,7 +68,7 @@ def sketch_attention(transformer, text_ids, sketch_ids, image_ids) -> torch.Tens
     finally:
         for h in hooks:
             h.remove()
-    s0 = c.text_len + 1  # first sketch position
+    s0 = c.segment_start("sketch")
     q0 = c.prefix_len - 1
     out = []
     for block, x in zip(transformer.blocks, inputs):
@@ -90,23 +89,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out")
     args = ap.parse_args(argv)
 
-    from armani.data.synthetic import generate_row
-    from armani.data.transforms import image_tensor
+    from condition_probe import report, val_garments
+
     from armani.loading import load_pipeline
 
     pipe = load_pipeline(args.checkpoint)
     tr, c = pipe.transformer.float().eval(), pipe.transformer.config
     side, sketch_side = math.isqrt(c.image_len), math.isqrt(c.sketch_len)
-    starts = {"text": 0, "sketch": c.text_len + 1, "partial": c.text_len + c.sketch_len + 2, "image": c.prefix_len}
     with torch.no_grad():  # the position code a token gets: the learned table, plus the shared 2D code if on
         pos = tr._position_terms(0, c.max_len) - tr.type_emb(tr.type_ids)
-    structure = {name: grid_structure(pos[starts[name] : starts[name] + n], math.isqrt(n))
+    structure = {name: grid_structure(pos[c.segment_start(name) : c.segment_start(name) + n], math.isqrt(n))
                  for name, n in (("sketch", c.sketch_len), ("partial", c.partial_len), ("image", c.image_len))}
 
-    rows = [generate_row(i, size=pipe.image_size, seed=0, split="val") for i in range(args.num)]
-    text_ids = pipe.tokenizer([r["caption"] for r in rows], warn=False).ids
-    images = torch.stack([image_tensor(r["image"]) for r in rows])
-    image_ids = torch.cat([pipe.encode_image(images[i : i + 1], text_ids[i : i + 1]) for i in range(len(rows))])
+    rows, text_ids, image_ids = val_garments(pipe, args.num)
     sketches = [pipe.prepare_sketch(r["image"], [], mode="photo")[0] for r in rows]
     sketch_ids = torch.cat([pipe.sketch_tokenizer.encode(s) for s in sketches])
     att = sketch_attention(tr, text_ids, sketch_ids, image_ids)  # (L, B, N, 64)
@@ -124,10 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"checkpoint": str(args.checkpoint), "num": args.num,
               "position_grid_structure_r": structure,
               "spatially_blind_share": blind, "layers": layers}
-    print(json.dumps(result, indent=2))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    report(result, args.out)
     return 0
 
 

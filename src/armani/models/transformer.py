@@ -151,6 +151,11 @@ class TransformerConfig:
     def seq_len(self, condition: str) -> int:
         return {"text": self.text_len, "sketch": self.sketch_len, "partial": self.partial_len}[condition]
 
+    def segment_start(self, segment: str) -> int:
+        """First sequence position of a segment of ``[text][SEP][sketch][SEP][partial][SEP][image]``."""
+        return {"text": 0, "sketch": self.text_len + 1, "partial": self.text_len + self.sketch_len + 2,
+                "image": self.prefix_len}[segment]
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -201,15 +206,14 @@ def grid_position_weights(config: TransformerConfig) -> tuple[torch.Tensor, torc
     side = math.isqrt(config.image_len)
     rows = torch.zeros(config.max_len, side)
     cols = torch.zeros(config.max_len, side)
-    starts = {"sketch": config.text_len + 1, "partial": config.text_len + config.sketch_len + 2,
-              "image": config.prefix_len}
     for name, n in (("sketch", config.sketch_len), ("partial", config.partial_len), ("image", config.image_len)):
         g = math.isqrt(n)
         f = side // g
+        start = config.segment_start(name)
         for k in range(n):
             r, c = divmod(k, g)
-            rows[starts[name] + k, r * f : (r + 1) * f] = 1.0 / f
-            cols[starts[name] + k, c * f : (c + 1) * f] = 1.0 / f
+            rows[start + k, r * f : (r + 1) * f] = 1.0 / f
+            cols[start + k, c * f : (c + 1) * f] = 1.0 / f
     return rows, cols
 
 

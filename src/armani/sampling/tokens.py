@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from armani.models.transformer import CONDITIONS, CrossModalTransformer
+from armani.parts import NUM_PARTS
 
 
 def make_generator(generator: torch.Generator | int | None, device: torch.device) -> torch.Generator:
@@ -148,5 +149,10 @@ def token_mask_from_part_mask(part_mask: torch.Tensor, part_ids: int | Sequence[
     return out[0] if squeeze else out
 
 
-__all__ = ["choose_tokens", "condition_rows", "guide", "make_generator", "nucleus", "per_row",
+def garment_token_mask(part_mask: torch.Tensor, grid: int) -> torch.Tensor:
+    """Which tokens cover any garment pixel (every part but background): ``(..., grid*grid)`` bool."""
+    return token_mask_from_part_mask(part_mask, list(range(1, NUM_PARTS)), grid)
+
+
+__all__ = ["choose_tokens", "condition_rows", "garment_token_mask", "guide", "make_generator", "nucleus", "per_row",
            "token_mask_from_part_mask"]

@@ -11,7 +11,6 @@ distributions softly and scores them with the frozen segmenter and MaskCLIP.
 
 from __future__ import annotations
 
-import math
 from functools import cached_property
 from pathlib import Path
 
@@ -22,8 +21,7 @@ from armani.models.cross_modal_encoding import encode_cross_modal
 from armani.models.losses import semantic_loss
 from armani.models.transformer import CrossModalTransformer
 from armani.models.vqgan import VQGAN
-from armani.parts import NUM_PARTS
-from armani.sampling import token_mask_from_part_mask
+from armani.sampling import garment_token_mask
 from armani.training.engine import ForwardAs, StepOutput, register_stage
 from armani.training.stages.base import GarmentStage, part_probs_for
 from armani.training.stages.tokenizers import encode_conditions
@@ -96,8 +94,7 @@ class TransformerStage(GarmentStage):
                     out["index"].append(batch["index"])
                     # which image tokens cover a garment pixel (any part but background), for
                     # transformer.background_weight; a row without a mask is all background
-                    out["garment_tokens"].append(token_mask_from_part_mask(
-                        batch["mask"], list(range(1, NUM_PARTS)), math.isqrt(image_ids.shape[1])).to(torch.uint8))
+                    out["garment_tokens"].append(garment_token_mask(batch["mask"], vq.grid_size).to(torch.uint8))
                 tensors = {k: torch.cat(v).contiguous() for k, v in out.items()}
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(".tmp")
