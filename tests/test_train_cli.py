@@ -177,6 +177,11 @@ def test_background_weight_trains_on_the_garment_masks_stored_with_the_tokens(tm
     centre = (side // 2) * side + side // 2
     assert garment[:, 0].float().mean() < 0.2 and garment[:, centre].float().mean() > 0.8
     assert json.loads((run / "transformer" / "final" / "config.json").read_text())["background_weight"] == 0.3
+    # validation splits its plain CE into the garment's tokens and the background's
+    metrics = json.loads((run / "transformer" / "final" / "training_report.json").read_text())["metrics"]
+    share = garment.float().mean().item()  # about the val share too: same generator, same sizes
+    assert metrics["ce_garment"] > 0 and metrics["ce_background"] > 0
+    assert abs(share * metrics["ce_garment"] + (1 - share) * metrics["ce_background"] - metrics["ce"]) < 0.25 * metrics["ce"]
 
     old = tmp_path / "old"
     (old / "transformer").mkdir(parents=True)

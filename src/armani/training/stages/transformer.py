@@ -15,6 +15,7 @@ from functools import cached_property
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from armani.models.cross_modal_encoding import encode_cross_modal
@@ -164,6 +165,8 @@ class TransformerStage(GarmentStage):
         conditions are worth; a model that ignores its text shows a gain near 0."""
         model = self.unwrap("transformer")
         ce, acc, ce_none = [], [], []
+        # per-token CE summed over garment / background tokens (causal models score every token)
+        split = {"garment": [0.0, 0], "background": [0.0, 0]}
         everything = dict.fromkeys(("text", "sketch", "partial"), True)
         for i, batch in enumerate(loader):
             if i >= max_batches:
@@ -176,9 +179,20 @@ class TransformerStage(GarmentStage):
             ce.append(out.ce.item())
             acc.append(out.accuracy.item())
             ce_none.append(model.loss(*ids, drop=everything, garment_tokens=plain).ce.item())
+            if "garment_tokens" in batch and model.config.causal:
+                logits = model(*ids, drop={}).float()  # (B, N, [G,] K)
+                per_token = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["image_ids"].reshape(-1),
+                                            reduction="none").view(*batch["image_ids"].shape[:2], -1).mean(-1)  # (B, N)
+                garment = batch["garment_tokens"].bool()
+                for name, where in (("garment", garment), ("background", ~garment)):
+                    split[name][0] += per_token[where].sum().item()
+                    split[name][1] += int(where.sum())
         mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
-        return {"ce": mean(ce), "accuracy": mean(acc), "ce_unconditional": mean(ce_none),
-                "ce_gain": mean(ce_none) - mean(ce)}
+        out = {"ce": mean(ce), "accuracy": mean(acc), "ce_unconditional": mean(ce_none),
+               "ce_gain": mean(ce_none) - mean(ce)}
+        # where the CE is spent: on the garment's tokens and on the studio background's
+        out.update({f"ce_{name}": total / count for name, (total, count) in split.items() if count})
+        return out
 
     def export(self, out_dir: Path):
         self.unwrap("transformer").save_pretrained(out_dir)
