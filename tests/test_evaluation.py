@@ -428,6 +428,36 @@ def test_cli_end_to_end_on_tiny(tiny_run, classifier_dir, tmp_path, capsys, monk
     iou = report["controls"]["silhouette_iou"]
     assert 0 <= iou["floor"] < iou["ceiling"] <= 1 and 0 <= iou["value"] <= 1  # the tiny segmenter is rough
     assert "floor" in printed and "silhouette IoU (canny sketch)" in printed
+    # The codebook anchor: the same measures on the image codebook's reconstructions of real renders.
+    codebook = report["anchors"]["codebook"]
+    assert set(codebook["attributes"]) == set(report["attributes"]) and np.isfinite(codebook["fid"])
+    assert "codebook" in printed
+
+
+def test_codebook_anchor_scores_the_round_trip(tiny_run, classifier_dir):
+    """A lossless codebook scores what the ceiling scores; one that loses the garment scores worse;
+    the tiny checkpoint's own round trip returns images of the right size and range."""
+    from armani.evaluation import generation
+    from armani.evaluation.metrics import choose_extractors
+    from armani.loading import load_pipeline
+
+    pipe = load_pipeline(tiny_run)
+    cfg = generation.EvalConfig(checkpoint=str(tiny_run), classifier=str(classifier_dir), num_prompts=4,
+                                samples_per_prompt=1, task="text", progress=False, inception="auto")
+    classifier, validation, _ = generation._load_classifier(cfg.classifier)
+    prompts, size, kwargs = generation._task_setup(cfg, pipe)
+    controls = generation._controls(prompts, cfg, size, kwargs)
+    args = (cfg, prompts, controls, size, classifier, validation, choose_extractors(classifier, "auto"),
+            generation._judge(cfg, pipe))
+    lossless, _ = generation.score_anchors(*args, codebook=lambda images, texts: images)
+    assert lossless["codebook"]["fid"] == pytest.approx(lossless["ceiling"]["fid"], rel=1e-4)
+    blank, _ = generation.score_anchors(*args, codebook=lambda images, texts: torch.ones_like(images))
+    assert blank["codebook"]["fid"] > blank["ceiling"]["fid"]
+    assert blank["codebook"]["maskclip_score"] < blank["ceiling"]["maskclip_score"]
+    images = torch.rand(2, 3, size, size) * 2 - 1
+    out = generation.codebook_round_trip(pipe)(images, [p["text"] for p in prompts[:2]])
+    assert out.shape == images.shape and out.min() >= -1 and out.max() <= 1
+    assert generation.codebook_round_trip(object()) is None
 
 
 def test_partial_task_reports_the_kept_region(tiny_run, classifier_dir, tmp_path):

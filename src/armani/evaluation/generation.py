@@ -131,7 +131,7 @@ def _controls(prompts: list[dict], cfg: EvalConfig, size: int, control_kwargs: d
 
 def score_anchors(cfg: EvalConfig, prompts: list[dict], controls: list, size: int, classifier=None,
                   validation: dict | None = None, extractor=None, judge=None,
-                  real: list[np.ndarray] | None = None) -> tuple[dict, dict]:
+                  real: list[np.ndarray] | None = None, codebook=None) -> tuple[dict, dict]:
     """The floor and ceiling of every figure for these prompts, independent of any model.
 
     Returns ``(anchors, control_anchors)``: ``anchors[ceiling|floor]`` hold part accuracy,
@@ -140,9 +140,14 @@ def score_anchors(cfg: EvalConfig, prompts: list[dict], controls: list, size: in
     (partial tasks). The real set is ``samples_per_prompt`` renders of each prompt (the set
     FID compares generated images with); the ceiling's FID compares it with a second,
     independent set of renders.
+
+    ``codebook`` (a ``(images, texts) -> images`` round trip through a checkpoint's image
+    codebook, :func:`codebook_round_trip`) adds ``anchors["codebook"]``: the same measures on
+    the codebook's reconstructions of the ceiling's renders, what a stage 2 that picked every
+    token perfectly would score. A figure near it is limited by the codebook, not the transformer.
     """
     from armani.evaluation.anchors import garment_masks, kept_region_psnr, silhouette_iou, summarise_psnr
-    from armani.evaluation.metrics import frechet_distance, maskclip_scores
+    from armani.evaluation.metrics import frechet_distance, maskclip_scores, to_uint8
     from armani.evaluation.prompts import random_garment, render_reference
 
     k = cfg.samples_per_prompt
@@ -160,7 +165,11 @@ def score_anchors(cfg: EvalConfig, prompts: list[dict], controls: list, size: in
         "ceiling": {"what": "real renders of each prompt's attributes"},
         "floor": {"what": f"real renders of random {floor_split} garments (the prompt ignored)"},
     }
-    for name in ("ceiling", "floor"):
+    if codebook is not None:
+        u8["codebook"] = to_uint8(codebook(_to_float(u8["ceiling"]), texts))
+        anchors["codebook"] = {"what": "the image codebook's reconstructions of real renders of the prompts "
+                                       "(every token right: the best a stage 2 could draw through it)"}
+    for name in anchors:
         images = u8["real" if name == "ceiling" else name]
         if classifier is not None:
             attrs, part = _attribute_report(classifier.predict(_to_float(images)), targets, validation)
@@ -184,6 +193,26 @@ def score_anchors(cfg: EvalConfig, prompts: list[dict], controls: list, size: in
         control_anchors["kept_region_psnr"] = {
             "floor": summarise_psnr(kept_region_psnr(_hwc(u8["floor"]), np.stack(references), keep))}
     return anchors, control_anchors
+
+
+def codebook_round_trip(pipe):
+    """``(images (N, 3, S, S) in [-1, 1], texts) -> images``: encode with ``pipe``'s image
+    codebook (fused with each caption's words when the codebook is cross-modal) and decode
+    again; None for a pipeline without ``encode_image`` / ``decode``."""
+    if not all(hasattr(pipe, name) for name in ("encode_image", "decode", "prepare_text")):
+        return None
+    from armani.data.images import pil_to_tensor
+
+    @torch.inference_mode()
+    def round_trip(images: torch.Tensor, texts: list[str]) -> torch.Tensor:
+        out = []
+        for image, text in zip(images, texts):
+            text_ids, _ = pipe.prepare_text(text, [])
+            ids = pipe.encode_image(image[None], text_ids)
+            out.append(pil_to_tensor(pipe.decode(ids)[0]))
+        return torch.stack(out)
+
+    return round_trip
 
 
 def _u8_tensor(arrays) -> torch.Tensor:
@@ -283,7 +312,7 @@ def evaluate(cfg: EvalConfig, pipe=None) -> dict:
 
     # -- anchors and controls --------------------------------------------------------------------
     anchors, control_anchors = score_anchors(cfg, prompts, controls, size, classifier, validation, extractor, judge,
-                                             real)
+                                             real, codebook=codebook_round_trip(pipe))
     controls_report: dict[str, dict] = {}
     if "silhouette_iou" in control_anchors:
         target = np.stack([c.reference_mask for c in controls for _ in range(k)]) > 0
@@ -368,7 +397,8 @@ def anchors_report(cfg: EvalConfig, pipe=None) -> dict:
     prompts, size, control_kwargs = _task_setup(cfg, pipe)
     controls = _controls(prompts, cfg, size, control_kwargs)
     anchors, control_anchors = score_anchors(cfg, prompts, controls, size, classifier, validation,
-                                             choose_extractors(classifier, cfg.inception), _judge(cfg, pipe))
+                                             choose_extractors(classifier, cfg.inception), _judge(cfg, pipe),
+                                             codebook=codebook_round_trip(pipe))
     return {"anchors": anchors, "controls": control_anchors}
 
 
@@ -406,6 +436,8 @@ def _anchored(report: dict, key: str, value) -> str:
     if floor is None and top is None:
         return _fmt(value)
     text = f"{_fmt(value)}  (floor {_fmt(floor)}, ceiling {_fmt(top)}"
+    if key in anchors.get("codebook", {}):
+        text += f", codebook {_fmt(anchors['codebook'][key])}"
     fid = (report.get("fidelity") or {}).get(key)
     return text + (f"; fidelity {fid:.2f})" if isinstance(fid, float) else ")")
 
