@@ -1,4 +1,4 @@
-"""research/prompt_grid.py and research/compute_curve.py on the tiny run."""
+"""research/prompt_grid.py, compute_curve.py and ce_split.py on the tiny run."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "research"))
 
+import ce_split  # noqa: E402
 import compute_curve  # noqa: E402
 import condition_probe  # noqa: E402
 import prompt_grid  # noqa: E402
@@ -86,3 +87,26 @@ def test_compute_curve_loads_a_run_that_switched_on_grid_positions(tiny_run, tmp
     assert pipe.transformer.config.grid_positions
     assert torch.equal(pipe.transformer.grid_row_emb.weight, grid.grid_row_emb.weight)
     assert not compute_curve.pipeline_with(str(tiny_run), None).transformer.config.grid_positions
+
+
+def test_ce_split_is_the_per_token_cross_entropy_split_by_the_stored_garment_masks(tiny_run, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from armani.models.transformer import CrossModalTransformer
+
+    path = tiny_run / "transformer" / "tokens-val.safetensors"
+    tokens = load_file(str(path))
+    model = CrossModalTransformer.from_pretrained(tiny_run / "transformer" / "final").eval()
+    out = ce_split.ce_split(model, tokens, batch_size=3)
+    share = out["garment_share"]
+    assert out["rows"] == len(tokens["image_ids"]) and 0 < share < 1
+    assert share == pytest.approx(tokens["garment_tokens"].float().mean().item())
+    # the whole-file mean is the share-weighted mean of its two parts
+    assert out["ce_all"] == pytest.approx(share * out["ce_garment"] + (1 - share) * out["ce_background"], rel=1e-5)
+    with torch.no_grad():
+        direct = model.token_losses(*(tokens[k] for k in ce_split.KEYS)).mean().item()
+    assert out["ce_all"] == pytest.approx(direct, rel=1e-4)
+    old = tmp_path / "old.safetensors"
+    save_file({k: v for k, v in tokens.items() if k != "garment_tokens"}, str(old))
+    with pytest.raises(ValueError, match="garment_tokens"):
+        ce_split.main(["--tokens", str(old), "--checkpoint", f"t={tiny_run / 'transformer' / 'final'}"])

@@ -225,6 +225,26 @@ def test_background_weight_is_a_weighted_mean_that_leaves_garment_tokens_at_full
     assert torch.isfinite(pq.loss(text, sketch, partial, pq_image, drop={}, garment_tokens=garment).ce)
 
 
+def test_token_losses_are_the_per_token_terms_of_the_loss():
+    """Per-token CE (split into garment / background by validation and research/ce_split.py)
+    averages to the loss's CE; the weighted loss is their weighted mean."""
+    torch.manual_seed(0)
+    cfg = tiny_config(background_weight=0.25)
+    model = CrossModalTransformer(cfg).eval()
+    text, sketch, partial, image = inputs(cfg)
+    per_token = model.token_losses(text, sketch, partial, image)
+    assert per_token.shape == (2, cfg.image_len) and (per_token > 0).all()
+    garment = torch.zeros(2, cfg.image_len, dtype=torch.bool)
+    garment[:, 2:5] = True
+    torch.testing.assert_close(model.loss(text, sketch, partial, image, drop={},
+                                          garment_tokens=torch.ones_like(garment)).ce, per_token.mean())
+    weight = torch.where(garment, 1.0, 0.25)
+    torch.testing.assert_close(model.loss(text, sketch, partial, image, drop={}, garment_tokens=garment).ce,
+                               (per_token * weight).sum() / weight.sum())
+    with pytest.raises(ValueError, match="causal"):
+        CrossModalTransformer(tiny_config(causal=False)).token_losses(text, sketch, partial, image)
+
+
 def test_semantic_hook_adds_lambda_times_semantic_and_backpropagates():
     torch.manual_seed(0)
     model = CrossModalTransformer(tiny_config(semantic_loss=True))

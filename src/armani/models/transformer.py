@@ -560,6 +560,18 @@ class CrossModalTransformer(PretrainedMixin, nn.Module):
                 semantic = semantic_fn(soft_image_codes(logits[rows], tau=tau, hard=hard), rows)
         return TransformerLoss(total=ce + c.lambda_semantic * semantic, ce=ce, semantic=semantic, accuracy=accuracy)
 
+    def token_losses(self, text_ids: torch.Tensor | None, sketch_ids: torch.Tensor | None,
+                     partial_ids: torch.Tensor | None, image_ids: torch.Tensor,
+                     drop: Mapping[str, torch.Tensor | bool] | None = None) -> torch.Tensor:
+        """Cross entropy of every image token given all before it, ``(B, N)`` (mean over the
+        product-quantiser groups); autoregressive models only. What :meth:`loss` averages,
+        kept per token, e.g. to split it into garment and background tokens."""
+        if not self.config.causal:
+            raise ValueError("token_losses needs an autoregressive (causal) transformer")
+        logits = self(text_ids, sketch_ids, partial_ids, image_ids, drop=drop or {}).float()  # (B, N, [G,] K)
+        per = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), image_ids.reshape(-1), reduction="none")
+        return per.view(*image_ids.shape[:2], -1).mean(-1)
+
     def param_groups(self, weight_decay: float) -> list[dict]:
         """AdamW groups: decay Linear weights only; no decay for biases, norms and embeddings."""
         decay, no_decay = [], []

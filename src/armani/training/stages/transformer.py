@@ -15,7 +15,6 @@ from functools import cached_property
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from armani.models.cross_modal_encoding import encode_cross_modal
@@ -180,9 +179,7 @@ class TransformerStage(GarmentStage):
             acc.append(out.accuracy.item())
             ce_none.append(model.loss(*ids, drop=everything, garment_tokens=plain).ce.item())
             if "garment_tokens" in batch and model.config.causal:
-                logits = model(*ids, drop={}).float()  # (B, N, [G,] K)
-                per_token = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["image_ids"].reshape(-1),
-                                            reduction="none").view(*batch["image_ids"].shape[:2], -1).mean(-1)  # (B, N)
+                per_token = model.token_losses(*ids)  # (B, N)
                 garment = batch["garment_tokens"].bool()
                 for name, where in (("garment", garment), ("background", ~garment)):
                     split[name][0] += per_token[where].sum().item()
