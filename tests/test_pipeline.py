@@ -108,6 +108,63 @@ def test_kept_region_is_pasted_back_and_blended(tiny_pipeline):
     assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(plain.images, out.uncomposited))
 
 
+def test_the_seam_fades_from_the_kept_colours_not_from_the_blank_fill():
+    """Outside the kept region the partial image is blank (0, mid-grey); the feathered ring must
+    blend the kept colours into the generated ones, not draw a grey frame around the region."""
+    from armani.pipeline import composite_kept_region
+
+    S = 32
+    keep = torch.zeros(1, S, S)
+    keep[:, 8:20, 8:20] = 1
+    partial = torch.zeros(3, S, S)
+    partial[0] = keep[0]  # red inside the region, blank (0) outside
+    partial[1:] = -keep  # green, blue -1 inside
+    blue = Image.new("RGB", (S, S), (0, 0, 255))
+    out = np.asarray(composite_kept_region([blue], partial, keep, feather=3)[0]).astype(int)
+    assert (out[8:20, 8:20] == [255, 0, 0]).all()  # the kept pixels exactly
+    ring = out[5:8, 8:20]  # just above the region: the fade
+    assert (ring[..., 1] == 0).all()  # only red and blue mix: no grey (green would be 127)
+    assert (np.diff(ring[..., 0], axis=0) > 0).all()  # red grows towards the region
+    assert (out[:3] == [0, 0, 255]).all()  # beyond the feather: the generated pixels
+
+
+def test_kept_token_mask_takes_whole_cells_one_in_from_the_edge():
+    from armani.sampling import kept_token_mask
+
+    keep = torch.zeros(64, 64, dtype=torch.bool)
+    keep[:32, 8:40] = True  # cells: rows 0-7, columns 2-9 wholly inside
+    cells = kept_token_mask(keep, 16).view(16, 16)
+    expected = torch.zeros(16, 16, dtype=torch.bool)
+    expected[0:7, 3:9] = True  # one cell in from the region's edge; the image's top edge is not an edge
+    assert torch.equal(cells, expected)
+    assert torch.equal(kept_token_mask(keep, 16, margin=0).view(16, 16)[:8, 2:10], torch.ones(8, 8, dtype=torch.bool))
+    assert not kept_token_mask(torch.zeros(64, 64), 16).any()
+
+
+def test_tokens_inside_the_kept_region_come_from_its_encoding(tiny_pipeline):
+    """Autoregressive sampling with a partial image draws around the kept part: the image
+    tokens wholly inside it are the codebook's encoding of the partial image."""
+    from armani.data.images import pil_to_tensor
+    from armani.sampling import kept_token_mask
+
+    photo = _photo()
+    out = tiny_pipeline(text="jacket", partial=photo, num_images=2, seed=3)
+    keep = torch.from_numpy(np.asarray(out.keep_mask) > 0)
+    cells = kept_token_mask(keep, tiny_pipeline.vqgan.grid_size)
+    assert cells.any() and not cells.all()
+    given = pil_to_tensor(out.partial) * keep  # the blanked pixels exactly 0, as the pipeline encodes them
+    text_ids, _ = tiny_pipeline.prepare_text("jacket", [])
+    encoded = tiny_pipeline.encode_image(given.unsqueeze(0), text_ids)[0]
+    for ids in out.ids:
+        assert torch.equal(ids[cells], encoded[cells])
+    tiny_pipeline.settings.keep_tokens = False
+    try:
+        free = tiny_pipeline(text="jacket", partial=photo, num_images=2, seed=3)
+    finally:
+        tiny_pipeline.settings.keep_tokens = True
+    assert not all(torch.equal(ids[cells], encoded[cells]) for ids in free.ids)
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(text="!!! ???"), "no words"),
     (dict(text="shirt", num_images=0), "between 1 and"),

@@ -63,6 +63,7 @@ from armani.sampling import (
     AutoregressiveSampler,
     MaskPredictSampler,
     Sampler,
+    kept_token_mask,
     sampler_from_dict,
     token_mask_from_part_mask,
 )
@@ -92,6 +93,11 @@ class PipelineSettings:
     # pixels outside it (0: keep the model's own decoding of that region).
     keep_feather: int = 3
     composite_partial: bool = True
+    # Autoregressive sampling with a partial image: take the image tokens that lie wholly inside
+    # the kept region (one cell in from its edge) from the image codebook's encoding of it, so
+    # the garment is drawn around the kept part instead of beside it (False: the model sees the
+    # kept region only through the partial-image tokens).
+    keep_tokens: bool = True
 
 
 @dataclass
@@ -328,7 +334,9 @@ class ArmaniPipeline:
         ``callback_images=False`` it gets an empty list instead: progress and a chance to stop
         (raise) without the cost of decoding previews.
 
-        With a partial image, the kept region is pasted back into every output and blended
+        With a partial image and the autoregressive sampler, the image tokens wholly inside the
+        kept region are taken from its encoding (``settings.keep_tokens``), so the garment is
+        drawn around it. The kept region is then pasted back into every output and blended
         into the generated pixels around it (``composite_partial``, default from the
         settings); ``PipelineOutput.uncomposited`` holds the model's own decoding.
         """
@@ -363,8 +371,13 @@ class ArmaniPipeline:
             total = smp.num_steps(self.transformer.config.image_len)
             preview = lambda step, ids: callback(  # noqa: E731
                 step, total, self._preview(ids) if callback_images else [])
+        fixed = {}
+        if kept is not None and s.keep_tokens and isinstance(smp, AutoregressiveSampler):
+            cells = kept_token_mask(kept[1], self.vqgan.grid_size)  # (N,)
+            if bool(cells.any()):
+                fixed = {"fixed_ids": self.encode_image(kept[0].unsqueeze(0), text_ids), "fixed_mask": cells}
         ids = smp(self.transformer, text_ids, sketch_ids, partial_ids, num_images=num_images, generator=seed,
-                  callback=preview)
+                  callback=preview, **fixed)
         images = self.decode(ids)
         uncomposited = None
         if kept is not None and (s.composite_partial if composite_partial is None else composite_partial):
@@ -521,16 +534,20 @@ def composite_kept_region(images: list[Image.Image], partial: torch.Tensor, keep
     ``partial`` (3, S, S) in [-1, 1] and ``keep`` (1, S, S) in {0, 1} as the pipeline
     prepared them. Inside the region the output is the given pixels exactly; outside, the
     given pixels fade into the generated ones over ``feather`` pixels (a linear ramp of the
-    distance to the region), so no seam shows where the token grid drew something slightly
-    different. A Poisson blend (``cv2.seamlessClone``) was not used: it shifts the kept
-    pixels themselves towards the generated colours, and the designer asked for them kept.
+    distance to the region; each pixel of the ramp fades from the colour of the nearest kept
+    pixel, since the partial image has none of its own there), so no seam shows where the
+    token grid drew something slightly different. A Poisson blend (``cv2.seamlessClone``) was
+    not used: it shifts the kept pixels themselves towards the generated colours, and the
+    designer asked for them kept.
     """
-    import cv2
+    from scipy import ndimage
 
     region = keep[0].numpy() > 0.5
     rgb = ((partial.permute(1, 2, 0).numpy() + 1.0) * 127.5).round().clip(0, 255)
-    if feather > 0:
-        distance = cv2.distanceTransform((~region).astype(np.uint8), cv2.DIST_L2, 3)
+    if feather > 0 and region.any():
+        # distance of every pixel to the region, and the region pixel it is nearest to
+        distance, (near_y, near_x) = ndimage.distance_transform_edt(~region, return_indices=True)
+        rgb = rgb[near_y, near_x]  # outside the region: the nearest kept colour, not the blank fill
         alpha = np.clip(1.0 - distance / (feather + 1.0), 0.0, 1.0)
     else:
         alpha = region.astype(np.float64)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from armani.sampling.autoregressive import DEFAULT_DTYPE, AutoregressiveSampler
 from armani.sampling.base import SAMPLERS, Sampler, make_sampler, sampler_from_dict
 from armani.sampling.mask_predict import MaskPredictSampler, remask_count
-from armani.sampling.tokens import choose_tokens, garment_token_mask, token_mask_from_part_mask
+from armani.sampling.tokens import choose_tokens, garment_token_mask, kept_token_mask, token_mask_from_part_mask
 
 
 def sample_autoregressive(model, text_ids=None, sketch_ids=None, partial_ids=None, num_images: int = 1,
@@ -37,6 +37,6 @@ def sample_mask_predict(model, text_ids=None, sketch_ids=None, partial_ids=None,
 
 __all__ = [
     "DEFAULT_DTYPE", "SAMPLERS", "AutoregressiveSampler", "MaskPredictSampler", "Sampler", "choose_tokens",
-    "garment_token_mask", "make_sampler", "remask_count", "sample_autoregressive", "sample_mask_predict", "sampler_from_dict",
+    "garment_token_mask", "kept_token_mask", "make_sampler", "remask_count", "sample_autoregressive", "sample_mask_predict", "sampler_from_dict",
     "token_mask_from_part_mask",
 ]

@@ -149,10 +149,25 @@ def token_mask_from_part_mask(part_mask: torch.Tensor, part_ids: int | Sequence[
     return out[0] if squeeze else out
 
 
+def kept_token_mask(keep: torch.Tensor, grid: int, margin: int = 1) -> torch.Tensor:
+    """The tokens of a ``grid x grid`` raster that lie wholly inside a kept region, at least
+    ``margin`` cells in from its edge: ``(grid*grid,)`` bool from a bool/float ``(H, W)`` or
+    ``(1, H, W)`` keep-mask. The margin keeps out cells whose encoding the blanked pixels next
+    to them reach (a codebook encoder's receptive field is wider than one cell); the image
+    border counts as inside."""
+    keep = torch.as_tensor(keep).float()
+    keep = keep.reshape(1, 1, *keep.shape[-2:])
+    full = F.adaptive_avg_pool2d(keep, grid) > 1 - 1e-6  # (1, 1, grid, grid): every pixel kept
+    if margin > 0:  # erode: a cell stays when no cell within ``margin`` of it is outside
+        outside = F.max_pool2d((~full).float(), 2 * margin + 1, stride=1, padding=margin)
+        full = full & (outside == 0)
+    return full.flatten()
+
+
 def garment_token_mask(part_mask: torch.Tensor, grid: int) -> torch.Tensor:
     """Which tokens cover any garment pixel (every part but background): ``(..., grid*grid)`` bool."""
     return token_mask_from_part_mask(part_mask, list(range(1, NUM_PARTS)), grid)
 
 
-__all__ = ["choose_tokens", "condition_rows", "garment_token_mask", "guide", "make_generator", "nucleus", "per_row",
+__all__ = ["choose_tokens", "condition_rows", "garment_token_mask", "guide", "kept_token_mask", "make_generator", "nucleus", "per_row",
            "token_mask_from_part_mask"]
