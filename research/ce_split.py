@@ -25,7 +25,10 @@ from safetensors.torch import load_file
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from condition_probe import report as write_report
+
 from armani.models.transformer import CrossModalTransformer
+from armani.training.stages.transformer import garment_background_ce
 
 KEYS = ("text_ids", "sketch_ids", "partial_ids", "image_ids")
 
@@ -36,23 +39,20 @@ def ce_split(model: CrossModalTransformer, tokens: dict[str, torch.Tensor], batc
     if "garment_tokens" not in tokens:
         raise ValueError("this token file has no garment_tokens (tokenized before they were stored); "
                          "delete it and let the stage tokenize again")
-    sums = {"all": [0.0, 0], "garment": [0.0, 0], "background": [0.0, 0]}
+    batches = []
     for start in range(0, len(tokens["image_ids"]), batch_size):
         rows = slice(start, start + batch_size)
-        per_token = model.token_losses(*(tokens[k][rows] for k in KEYS))  # (B, N)
-        garment = tokens["garment_tokens"][rows].bool()
-        for name, where in (("all", torch.ones_like(garment)), ("garment", garment), ("background", ~garment)):
-            sums[name][0] += per_token[where].sum().item()
-            sums[name][1] += int(where.sum())
-    out = {f"ce_{name}": total / count for name, (total, count) in sums.items() if count}
-    out["garment_share"] = sums["garment"][1] / sums["all"][1]
-    out["rows"] = len(tokens["image_ids"])
-    return out
+        batches.append((model.token_losses(*(tokens[k][rows] for k in KEYS)), tokens["garment_tokens"][rows].bool()))
+    garment = tokens["garment_tokens"].bool()
+    ce_all = torch.cat([per_token for per_token, _ in batches]).mean().item()
+    return {"ce_all": ce_all, **garment_background_ce(batches), "garment_share": garment.float().mean().item(),
+            "rows": len(garment)}
 
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tokens", required=True, help="a stage-2 token file (runs/<run>/transformer/tokens-val.safetensors)")
+    ap.add_argument("--tokens", required=True,
+                    help="a stage-2 token file (runs/<run>/transformer/tokens-val.safetensors)")
     ap.add_argument("--checkpoint", action="append", required=True, metavar="NAME=FOLDER",
                     help="a transformer folder to score (repeatable)")
     ap.add_argument("--out", help="write the JSON report here")
@@ -65,9 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
         model = CrossModalTransformer.from_pretrained(folder).eval()
         report["checkpoints"][name or folder] = {"folder": folder, **ce_split(model, tokens)}
         print(name or folder, json.dumps(report["checkpoints"][name or folder]), flush=True)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    write_report(report, args.out)
     return report
 
 

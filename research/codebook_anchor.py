@@ -23,6 +23,8 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from condition_probe import report as write_report
+
 from armani.evaluation.generation import EvalConfig, anchors_report
 from armani.loading import load_pipeline
 from armani.models.vqgan import VQGAN
@@ -55,10 +57,7 @@ def main(argv: list[str] | None = None) -> dict:
                                             "std": statistics.stdev(values) if len(values) > 1 else None}
     report = {"checkpoint": args.checkpoint, "vqgan": args.vqgan, "seeds": args.seeds, "rows": rows,
               "summary": summary, "command": "python research/codebook_anchor.py " + " ".join(argv or sys.argv[1:])}
-    print(json.dumps(summary, indent=1))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    write_report(report, args.out)
     return report
 
 

@@ -67,9 +67,8 @@ def report(result: dict, out: str | None) -> None:
 @torch.no_grad()
 def token_nll(pipe, text_ids: torch.Tensor, image_ids: torch.Tensor) -> torch.Tensor:
     """-log p(token | caption, earlier tokens) of every image token: (B, N) nats."""
-    logits = pipe.transformer(text_ids, None, None, image_ids).float()  # (B, N, [G,] K)
-    logp = logits.log_softmax(-1).gather(-1, image_ids.unsqueeze(-1)).squeeze(-1)  # (B, N[, G])
-    return -logp.reshape(logp.shape[0], logp.shape[1], -1).sum(-1)
+    # token_losses averages over the product-quantiser groups; a token's NLL is their sum
+    return pipe.transformer.token_losses(text_ids, None, None, image_ids) * pipe.transformer.config.pq_groups
 
 
 def image_nll(pipe, text_ids: torch.Tensor, image_ids: torch.Tensor) -> torch.Tensor:

@@ -195,22 +195,21 @@ def score_anchors(cfg: EvalConfig, prompts: list[dict], controls: list, size: in
     return anchors, control_anchors
 
 
-def codebook_round_trip(pipe):
+def codebook_round_trip(pipe, batch_size: int = 64):
     """``(images (N, 3, S, S) in [-1, 1], texts) -> images``: encode with ``pipe``'s image
     codebook (fused with each caption's words when the codebook is cross-modal) and decode
-    again; None for a pipeline without ``encode_image`` / ``decode``."""
-    if not all(hasattr(pipe, name) for name in ("encode_image", "decode", "prepare_text")):
+    again; None for a pipeline without ``encode_image`` / ``vqgan`` / ``tokenizer``."""
+    if not all(hasattr(pipe, name) for name in ("encode_image", "vqgan", "tokenizer")):
         return None
-    from armani.data.images import pil_to_tensor
 
     @torch.inference_mode()
     def round_trip(images: torch.Tensor, texts: list[str]) -> torch.Tensor:
         out = []
-        for image, text in zip(images, texts):
-            text_ids, _ = pipe.prepare_text(text, [])
-            ids = pipe.encode_image(image[None], text_ids)
-            out.append(pil_to_tensor(pipe.decode(ids)[0]))
-        return torch.stack(out)
+        for i in range(0, len(images), batch_size):
+            text_ids = pipe.tokenizer(texts[i:i + batch_size], warn=False).ids  # (b, L), padded to the context
+            ids = pipe.encode_image(images[i:i + batch_size], text_ids)
+            out.append(pipe.vqgan.decode(ids).clamp(-1, 1))
+        return torch.cat(out)
 
     return round_trip
 

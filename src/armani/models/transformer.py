@@ -176,6 +176,9 @@ class TransformerLoss:
     ce: torch.Tensor
     semantic: torch.Tensor
     accuracy: torch.Tensor  # top-1 accuracy on the scored image tokens (no gradient)
+    # (M,) cross entropy of each scored token, mean over the product-quantiser groups, in the
+    # order of the scored mask (causal models score every token: it views as (B, N))
+    token_ce: torch.Tensor | None = None
 
 
 class KVCache:
@@ -538,15 +541,15 @@ class CrossModalTransformer(PretrainedMixin, nn.Module):
             logits = self(text_ids, sketch_ids, partial_ids, masked, drop=drop)
         picked_logits, picked_targets = logits[scored], image_ids[scored]  # (M, [G,] K), (M[, G])
         flat_logits, flat_targets = picked_logits.reshape(-1, c.image_codebook_size).float(), picked_targets.reshape(-1)
+        token_ce = F.cross_entropy(flat_logits, flat_targets, reduction="none").view(-1, c.pq_groups).mean(-1)  # (M,)
         if c.background_weight == 1.0:
-            ce = F.cross_entropy(flat_logits, flat_targets)
+            ce = token_ce.mean()
         else:
             if garment_tokens is None:
-                raise ValueError("background_weight != 1 needs garment_tokens (B, N): which image tokens cover the garment")
+                raise ValueError("background_weight != 1 needs garment_tokens (B, N): "
+                                 "which image tokens cover the garment")
             weight = torch.where(garment_tokens.to(logits.device).bool()[scored], 1.0, c.background_weight)  # (M,)
-            weight = weight.repeat_interleave(c.pq_groups)  # one per (token, group), as flattened above
-            per_token = F.cross_entropy(flat_logits, flat_targets, reduction="none")
-            ce = (per_token * weight).sum() / weight.sum()
+            ce = (token_ce * weight).sum() / weight.sum()
         with torch.no_grad():
             accuracy = (picked_logits.argmax(-1) == picked_targets).float().mean()
         semantic = torch.zeros((), device=ce.device)
@@ -558,19 +561,20 @@ class CrossModalTransformer(PretrainedMixin, nn.Module):
             rows = (~text_dropped.bool()).expand(B).nonzero().squeeze(1)  # (R,) batch indices
             if len(rows):
                 semantic = semantic_fn(soft_image_codes(logits[rows], tau=tau, hard=hard), rows)
-        return TransformerLoss(total=ce + c.lambda_semantic * semantic, ce=ce, semantic=semantic, accuracy=accuracy)
+        return TransformerLoss(total=ce + c.lambda_semantic * semantic, ce=ce, semantic=semantic, accuracy=accuracy,
+                               token_ce=token_ce)
 
     def token_losses(self, text_ids: torch.Tensor | None, sketch_ids: torch.Tensor | None,
                      partial_ids: torch.Tensor | None, image_ids: torch.Tensor,
                      drop: Mapping[str, torch.Tensor | bool] | None = None) -> torch.Tensor:
         """Cross entropy of every image token given all before it, ``(B, N)`` (mean over the
-        product-quantiser groups); autoregressive models only. What :meth:`loss` averages,
-        kept per token, e.g. to split it into garment and background tokens."""
+        product-quantiser groups); autoregressive models only. What :meth:`loss` averages
+        (its ``token_ce``), kept per token, e.g. to split it into garment and background tokens."""
         if not self.config.causal:
             raise ValueError("token_losses needs an autoregressive (causal) transformer")
-        logits = self(text_ids, sketch_ids, partial_ids, image_ids, drop=drop or {}).float()  # (B, N, [G,] K)
-        per = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), image_ids.reshape(-1), reduction="none")
-        return per.view(*image_ids.shape[:2], -1).mean(-1)
+        every = torch.ones(image_ids.shape[:2], dtype=torch.bool)  # unweighted, whatever background_weight is
+        out = self.loss(text_ids, sketch_ids, partial_ids, image_ids, drop=drop or {}, garment_tokens=every)
+        return out.token_ce.view(image_ids.shape[:2])
 
     def param_groups(self, weight_decay: float) -> list[dict]:
         """AdamW groups: decay Linear weights only; no decay for biases, norms and embeddings."""

@@ -37,6 +37,6 @@ def sample_mask_predict(model, text_ids=None, sketch_ids=None, partial_ids=None,
 
 __all__ = [
     "DEFAULT_DTYPE", "SAMPLERS", "AutoregressiveSampler", "MaskPredictSampler", "Sampler", "choose_tokens",
-    "garment_token_mask", "kept_token_mask", "make_sampler", "remask_count", "sample_autoregressive", "sample_mask_predict", "sampler_from_dict",
-    "token_mask_from_part_mask",
+    "garment_token_mask", "kept_token_mask", "make_sampler", "remask_count", "sample_autoregressive",
+    "sample_mask_predict", "sampler_from_dict", "token_mask_from_part_mask",
 ]

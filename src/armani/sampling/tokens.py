@@ -169,5 +169,5 @@ def garment_token_mask(part_mask: torch.Tensor, grid: int) -> torch.Tensor:
     return token_mask_from_part_mask(part_mask, list(range(1, NUM_PARTS)), grid)
 
 
-__all__ = ["choose_tokens", "condition_rows", "garment_token_mask", "guide", "kept_token_mask", "make_generator", "nucleus", "per_row",
-           "token_mask_from_part_mask"]
+__all__ = ["choose_tokens", "condition_rows", "garment_token_mask", "guide", "kept_token_mask", "make_generator",
+           "nucleus", "per_row", "token_mask_from_part_mask"]

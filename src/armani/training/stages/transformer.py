@@ -29,6 +29,17 @@ from armani.training.stages.tokenizers import encode_conditions
 TOKEN_KEYS = ("text_ids", "image_ids", "sketch_ids", "partial_ids", "index", "garment_tokens")
 
 
+def garment_background_ce(batches) -> dict[str, float]:
+    """Mean CE over garment and over background tokens, from ``(per-token CE (B, N), garment
+    mask (B, N) bool)`` pairs: ``{"ce_garment", "ce_background"}`` (a part with no token is left out)."""
+    sums = {"garment": [0.0, 0], "background": [0.0, 0]}
+    for per_token, garment in batches:
+        for name, where in (("garment", garment), ("background", ~garment)):
+            sums[name][0] += per_token[where].sum().item()
+            sums[name][1] += int(where.sum())
+    return {f"ce_{name}": total / count for name, (total, count) in sums.items() if count}
+
+
 class TokenDataset(torch.utils.data.Dataset):
     """Rows of pre-computed token ids: a dict of equally long tensors."""
 
@@ -164,8 +175,7 @@ class TransformerStage(GarmentStage):
         conditions are worth; a model that ignores its text shows a gain near 0."""
         model = self.unwrap("transformer")
         ce, acc, ce_none = [], [], []
-        # per-token CE summed over garment / background tokens (causal models score every token)
-        split = {"garment": [0.0, 0], "background": [0.0, 0]}
+        token_ce = []  # (per-token CE, garment mask) per batch: causal models score every token
         everything = dict.fromkeys(("text", "sketch", "partial"), True)
         for i, batch in enumerate(loader):
             if i >= max_batches:
@@ -179,16 +189,12 @@ class TransformerStage(GarmentStage):
             acc.append(out.accuracy.item())
             ce_none.append(model.loss(*ids, drop=everything, garment_tokens=plain).ce.item())
             if "garment_tokens" in batch and model.config.causal:
-                per_token = model.token_losses(*ids)  # (B, N)
-                garment = batch["garment_tokens"].bool()
-                for name, where in (("garment", garment), ("background", ~garment)):
-                    split[name][0] += per_token[where].sum().item()
-                    split[name][1] += int(where.sum())
+                token_ce.append((out.token_ce.view(plain.shape), batch["garment_tokens"].bool()))
         mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
         out = {"ce": mean(ce), "accuracy": mean(acc), "ce_unconditional": mean(ce_none),
                "ce_gain": mean(ce_none) - mean(ce)}
         # where the CE is spent: on the garment's tokens and on the studio background's
-        out.update({f"ce_{name}": total / count for name, (total, count) in split.items() if count})
+        out.update(garment_background_ce(token_ce))
         return out
 
     def export(self, out_dir: Path):
