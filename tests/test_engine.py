@@ -188,3 +188,48 @@ def test_with_gradient_accumulation_the_schedule_counts_optimiser_steps(tmp_path
     assert report["steps"] == 12 and report["samples_seen"] == 96
     scheduler = stage.schedulers["main"]
     assert scheduler.scheduler.last_epoch == 12
+
+
+def test_freeze_keeps_the_codes_and_trains_the_decoder():
+    """``train.vqgan.freeze=vqgan.encoder,vqgan.quantizer,vqgan.word_proj``: a training-mode
+    step moves the decoder but leaves the encoder, the EMA codebook and so every token id as
+    they were; without the freeze the same step moves the codebook."""
+    from armani.config import load_config
+    from armani.models.vqgan import VQGAN
+    from armani.training.engine import freeze_parts
+
+    def step(model, frozen):
+        model.train()
+        for m in frozen:
+            m.eval()
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+        out = model(images)
+        ((out.reconstruction - images).abs().mean() + out.commit_loss.sum()).backward()
+        opt.step()
+
+    cfg = load_config("tiny").vqgan
+    torch.manual_seed(0)
+    images = torch.rand(4, 3, cfg.image_size, cfg.image_size) * 2 - 1
+    model = VQGAN(cfg)
+    with torch.no_grad():
+        model.eval()(images)  # k-means initialises the codebook once, as a trained model's is
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    codebook = model.quantizer.codebook.clone()
+    ids = model.encode(images)
+    unfrozen = VQGAN(cfg)
+    unfrozen.load_state_dict(before)
+    frozen = freeze_parts({"vqgan": model}, ["vqgan.encoder", "vqgan.quantizer", "vqgan.word_proj"])
+    assert len(frozen) == 2 + (model.word_proj is not None)
+    step(model, frozen)
+    after = model.state_dict()
+    for k, v in before.items():
+        if k.startswith(("encoder.", "quantizer.", "word_proj.")):
+            assert torch.equal(after[k], v), k
+    assert any(not torch.equal(after[k], v) for k, v in before.items() if k.startswith("decoder."))
+    assert torch.equal(model.encode(images), ids)
+    step(unfrozen, [])
+    assert not torch.equal(unfrozen.quantizer.codebook, codebook)
+    with pytest.raises(ValueError, match="not 'disc'"):
+        freeze_parts({"vqgan": model}, ["disc.layers"])
+    with pytest.raises(ValueError, match="has no 'encodr'"):
+        freeze_parts({"vqgan": model}, ["vqgan.encodr"])

@@ -50,6 +50,11 @@ class OptimConfig:
     # False: load only the tensors whose names and shapes match (a baseline sharing ARMANI's
     # encoder and decoder but not its quantiser); the skipped ones are printed and recorded.
     init_strict: bool = True
+    # Submodules that keep their (warm-started) weights: "model.submodule" names within the
+    # stage's trained models, e.g. ``vqgan.encoder,vqgan.quantizer`` to train only the image
+    # codebook's decoder, so the token ids stage 2 was trained on stay exactly the same. They get
+    # no gradients and stay in eval mode (an EMA codebook neither moves nor restarts dead codes).
+    freeze: tuple[str, ...] = ()
 
 
 @dataclass

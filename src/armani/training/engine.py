@@ -234,6 +234,7 @@ class Trainer:
         models = st.build_models()
         if optim.init_from:
             self.init_skipped = warm_start(models, optim.init_from, st.name, strict=optim.init_strict)["skipped"]
+        self.frozen_parts = freeze_parts(models, optim.freeze)
         frozen = st.build_frozen()
         optimizers = st.build_optimizers(models)
         schedulers = {k: warmup_cosine(o, optim.warmup_steps, optim.max_steps) for k, o in optimizers.items()}
@@ -326,6 +327,8 @@ class Trainer:
             for batch in loader:
                 for m in st.models.values():
                     m.train()
+                for m in self.frozen_parts:
+                    m.eval()
                 # The whole step (losses, frozen helpers) under autocast, not only the
                 # prepared models' forward, so mixed dtypes never meet outside it.
                 with acc.accumulate(*st.models.values()), acc.autocast():
@@ -456,6 +459,33 @@ def warm_start(models: dict[str, nn.Module], folder: str | Path, stage: str, str
     print(f"[{stage}] {name} initialised from {path}: {len(fits)}/{len(own)} tensors loaded, "
           f"{len(skipped)} skipped: {', '.join(skipped[:12])}{' ...' if len(skipped) > 12 else ''}")
     return {"loaded": len(fits), "skipped": skipped}
+
+
+def freeze_parts(models: dict[str, nn.Module], names: tuple[str, ...] | list[str]) -> list[nn.Module]:
+    """Freeze the ``"model.submodule"`` parts named by ``train.<stage>.freeze``: no gradients
+    (the optimiser skips parameters without one), and the trainer puts them back in eval mode
+    after every ``train()`` so buffers updated in training mode (an EMA codebook, batch-norm
+    statistics) stay as loaded. Returns the frozen modules."""
+    frozen = []
+    for full in names:
+        head, _, rest = full.partition(".")
+        if head not in models:
+            raise ValueError(f"freeze {full!r}: the stage trains {sorted(models)}, not {head!r}")
+        module = getattr(models[head], "model", models[head])  # ForwardAs wraps the module it exports
+        part = module
+        for attr in rest.split(".") if rest else []:
+            if not hasattr(part, attr):
+                raise ValueError(f"freeze {full!r}: {type(part).__name__} has no {attr!r}")
+            part = getattr(part, attr)
+        if part is None:  # an optional submodule this config does not build (e.g. word_proj)
+            continue
+        if not isinstance(part, nn.Module):
+            raise ValueError(f"freeze {full!r} is not a module")
+        part.requires_grad_(False).eval()
+        frozen.append(part)
+    if frozen:
+        print(f"frozen: {', '.join(names)} ({sum(p.numel() for m in frozen for p in m.parameters()):,} parameters)")
+    return frozen
 
 
 def batch_size(batch: Any) -> int:
