@@ -1,0 +1,151 @@
+"""Compute -> quality over the shipped transformer's whole lineage (no generation: reads reports).
+
+    python research/lineage_curve.py --out research/results/lineage_curve.json \\
+        --figure research/results/lineage_curve.png
+
+The shipped stage-2 transformer was never trained in one go: every session continued the
+previous session's weights (warm restart of the learning rate), sometimes with a recipe change.
+Each of those checkpoints was scored by ``python -m armani.evaluate`` on text prompts of the
+val split, seeds 0, 1, 2, and the reports are kept in ``research/results``. This script reads
+them and plots part accuracy, category accuracy and FID (mean and spread over the seeds)
+against the transformer's cumulative training steps, with the floor (a random real garment),
+the ceiling (a real render of the prompt) and, where the reports have it, the image codebook's
+own reconstructions of the renders (the best a stage 2 can reach through that codebook).
+
+A point is ``--point "LABEL|STEPS|MINUTES|DIR"``: the cumulative transformer steps, the wall-
+clock minutes of that session's transformer training (from the model card), and the folder
+holding ``text_seed{0,1,2}.json`` (or ``text/seed{0,1,2}.json``). Without ``--point`` the
+shipped lineage below is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+# label, cumulative transformer steps (batch 16), that session's training minutes, reports.
+# Minutes are those of the model card of each session (the machine was sometimes shared,
+# so they are an upper bound on the compute).
+LINEAGE = [
+    ("1,400 steps (first shipped)", 1400, 24.8, RESULTS / "table1" / "armani" / "text"),
+    ("+3,500", 4900, 92.7, RESULTS / "armani_2026-12-02"),
+    ("+3,000, edge sketch codebook (v4)", 7900, 86.7, RESULTS / "armani_2026-12-02_v4"),
+    ("+3,500, 2D positions (v6)", 11400, 67.7, RESULTS / "armani_2026-12-02_v6"),
+    ("+3,500, background weight 0.5 (v7)", 14900, 41.1, RESULTS / "armani_2026-12-02_v7"),
+]
+
+METRICS = (("part_accuracy", "part accuracy"), ("category", "category accuracy"), ("fid", "FID (classifier features)"))
+
+
+def _reports(folder: Path) -> list[dict]:
+    files = sorted(folder.glob("text_seed*.json")) or sorted(folder.glob("seed*.json"))
+    if not files:
+        raise FileNotFoundError(f"{folder}: no text_seed*.json / seed*.json reports")
+    return [json.loads(f.read_text()) for f in files]
+
+
+def _value(report: dict, metric: str, anchor: str | None = None):
+    node = report.get("anchors", {}).get(anchor, {}) if anchor else report
+    if metric == "category":
+        attrs = node.get("attributes", {})
+        value = attrs.get("category")
+        return value.get("accuracy") if isinstance(value, dict) else value
+    return node.get(metric)
+
+
+def _mean_std(values: list) -> tuple[float | None, float | None]:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def collect(points: list[tuple[str, int, float, Path]]) -> list[dict]:
+    rows = []
+    for label, steps, minutes, folder in points:
+        reports = _reports(Path(folder))
+        row = {"label": label, "steps": steps, "session_minutes": minutes, "reports": str(folder),
+               "seeds": [r.get("config", {}).get("seed") for r in reports]}
+        for metric, _ in METRICS:
+            row[metric], row[f"{metric}:std"] = _mean_std([_value(r, metric) for r in reports])
+            for anchor in ("floor", "ceiling", "codebook"):
+                row[f"{metric}:{anchor}"] = _mean_std([_value(r, metric, anchor) for r in reports])[0]
+        rows.append(row)
+    hours = 0.0
+    for row in rows:
+        hours += row["session_minutes"] / 60
+        row["cumulative_hours"] = round(hours, 2)
+    return rows
+
+
+def plot(rows: list[dict], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(4.4 * len(METRICS), 3.6))
+    steps = [r["steps"] for r in rows]
+    for ax, (key, label) in zip(axes, METRICS):
+        ax.errorbar(steps, [r[key] for r in rows], yerr=[r[f"{key}:std"] for r in rows], fmt="o-",
+                    color="tab:blue", capsize=3, label="ARMANI (3 seeds)")
+        anchors = (("ceiling", "tab:green", "--", "real render (ceiling)"),
+                   ("codebook", "tab:purple", "-.", "codebook reconstruction"),
+                   ("floor", "tab:red", ":", "random garment (floor)"))
+        for anchor, color, style, name in anchors:
+            value = rows[-1].get(f"{key}:{anchor}")
+            if value is not None:
+                ax.axhline(value, color=color, ls=style, lw=1, label=name)
+        ax.set_xlabel("transformer training steps, cumulative (batch 16)")
+        ax.set_title(label, fontsize=10)
+        if key == "fid":
+            ax.set_yscale("log")
+    axes[0].legend(fontsize=7)
+    fig.suptitle("The shipped transformer's lineage: text prompts, val split, 50 prompts x 2 per seed", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _parse_point(spec: str) -> tuple[str, int, float, Path]:
+    parts = spec.split("|")
+    if len(parts) != 4:
+        raise ValueError(f"--point takes 'LABEL|STEPS|MINUTES|DIR', got {spec!r}")
+    return parts[0], int(parts[1]), float(parts[2]), Path(parts[3])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--point", action="append", default=[], help="LABEL|STEPS|MINUTES|DIR (default: the lineage)")
+    p.add_argument("--extra", action="append", default=[], help="LABEL|STEPS|MINUTES|DIR appended to the lineage")
+    p.add_argument("--out", default="outputs/lineage_curve.json")
+    p.add_argument("--figure", help="plot here")
+    args = p.parse_args(argv)
+    try:
+        points = [_parse_point(s) for s in args.point] or list(LINEAGE)
+        points += [_parse_point(s) for s in args.extra]
+        rows = collect(points)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"points": rows}, indent=2) + "\n")
+    for r in rows:
+        print(f"{r['steps']:>6} {r['cumulative_hours']:5.2f} h  part {r['part_accuracy']:.3f}  "
+              f"category {r['category']:.2f}  FID {r['fid']:.0f}  {r['label']}")
+    print(f"wrote {out}")
+    if args.figure:
+        print(f"wrote {plot(rows, Path(args.figure))}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
