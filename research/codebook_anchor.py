@@ -9,7 +9,9 @@ real renders of the prompts encoded by the checkpoint's image codebook and decod
 token right), scored by the same classifier, FID and MaskCLIP judge. This script computes only
 that anchor (no generation), for the shipped codebook or for another one swapped into the
 pipeline (``--vqgan``: a trained ``vqgan`` stage folder), so a codebook can be judged by what
-it would let stage 2 reach before a transformer is trained on its tokens.
+it would let stage 2 reach before a transformer is trained on its tokens. Each row also gives the
+colour shift of the round trip (``codebook.colour``, CIELAB over the renders' garment pixels): a
+codebook can hold the garment's shape and still tint every colour.
 """
 
 from __future__ import annotations
@@ -30,6 +32,47 @@ from armani.loading import load_pipeline
 from armani.models.vqgan import VQGAN
 
 
+def colour_shift(pipe, seed: int, num_prompts: int) -> dict:
+    """How the codebook's round trip moves garment colours: CIELAB differences (reconstruction
+    minus render) over the render's exact garment pixels, one render per val prompt.
+
+    ``delta_e``: mean CIE76 colour difference per pixel (about 2.3 is a just-noticeable
+    difference); ``delta_L`` / ``delta_a`` / ``delta_b``: the mean signed shift of lightness,
+    green(-)/red(+) and blue(-)/yellow(+), i.e. a tint that every garment gets; ``delta_e_of_mean``:
+    the difference between each garment's mean colour before and after (what a person reads as
+    "the colour"), averaged over garments.
+    """
+    import cv2
+    import numpy as np
+    import torch
+
+    from armani.evaluation.generation import codebook_round_trip
+    from armani.evaluation.metrics import to_uint8
+    from armani.evaluation.prompts import default_prompts, render_reference_with_mask
+
+    size = int(getattr(pipe, "image_size", 64))
+    prompts = default_prompts(num_prompts, "val", seed)
+    pairs = [render_reference_with_mask(p["attributes"], size, np.random.default_rng([seed, i, 5, 0]))
+             for i, p in enumerate(prompts)]
+    real = np.stack([image for image, _ in pairs])
+    garment = np.stack([mask for _, mask in pairs]) > 0
+    x = torch.from_numpy(real).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    recon = to_uint8(codebook_round_trip(pipe)(x, [p["text"] for p in prompts])).permute(0, 2, 3, 1).numpy()
+
+    def lab(images: np.ndarray) -> np.ndarray:  # uint8 RGB -> float L* a* b*
+        out = np.stack([cv2.cvtColor(np.ascontiguousarray(im), cv2.COLOR_RGB2LAB) for im in images]).astype(np.float64)
+        return np.stack([out[..., 0] * 100.0 / 255.0, out[..., 1] - 128.0, out[..., 2] - 128.0], axis=-1)
+
+    diff = lab(recon) - lab(real)
+    per_pixel = np.linalg.norm(diff, axis=-1)
+    means = [(lab(recon[i:i + 1])[0][garment[i]].mean(0) - lab(real[i:i + 1])[0][garment[i]].mean(0))
+             for i in range(len(real)) if garment[i].any()]
+    return {"delta_e": float(per_pixel[garment].mean()),
+            "delta_L": float(diff[..., 0][garment].mean()), "delta_a": float(diff[..., 1][garment].mean()),
+            "delta_b": float(diff[..., 2][garment].mean()),
+            "delta_e_of_mean": float(np.mean([np.linalg.norm(m) for m in means]))}
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default=None, help="pipeline folder (default: the shipped one)")
@@ -47,6 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
         anchors = anchors_report(cfg, pipe)["anchors"]
         rows.append({"seed": seed, **{name: {k: v for k, v in a.items() if k != "attributes"}
                                       for name, a in anchors.items()}})
+        rows[-1]["codebook"]["colour"] = colour_shift(pipe, seed, args.num_prompts)
         print(json.dumps(rows[-1]), flush=True)
     summary = {}
     for name in ("codebook", "ceiling", "floor"):
@@ -55,6 +99,10 @@ def main(argv: list[str] | None = None) -> dict:
             if values:
                 summary[f"{name}.{key}"] = {"mean": statistics.mean(values),
                                             "std": statistics.stdev(values) if len(values) > 1 else None}
+    for key in rows[0]["codebook"]["colour"] if rows else ():
+        values = [r["codebook"]["colour"][key] for r in rows]
+        summary[f"codebook.colour.{key}"] = {"mean": statistics.mean(values),
+                                             "std": statistics.stdev(values) if len(values) > 1 else None}
     report = {"checkpoint": args.checkpoint, "vqgan": args.vqgan, "seeds": args.seeds, "rows": rows,
               "summary": summary, "command": "python research/codebook_anchor.py " + " ".join(argv or sys.argv[1:])}
     write_report(report, args.out)

@@ -42,6 +42,14 @@ LINEAGE = [
 METRICS = (("part_accuracy", "part accuracy"), ("category", "category accuracy"), ("fid", "FID (classifier features)"))
 
 
+def _shown(folder: Path) -> str:
+    """A folder as the JSON keeps it: relative to the repository when inside it."""
+    try:
+        return str(folder.resolve().relative_to(RESULTS.parents[1]))
+    except ValueError:
+        return str(folder)
+
+
 def _reports(folder: Path) -> list[dict]:
     files = sorted(folder.glob("text_seed*.json")) or sorted(folder.glob("seed*.json"))
     if not files:
@@ -69,7 +77,7 @@ def collect(points: list[tuple[str, int, float, Path]]) -> list[dict]:
     rows = []
     for label, steps, minutes, folder in points:
         reports = _reports(Path(folder))
-        row = {"label": label, "steps": steps, "session_minutes": minutes, "reports": str(folder),
+        row = {"label": label, "steps": steps, "session_minutes": minutes, "reports": _shown(Path(folder)),
                "seeds": [r.get("config", {}).get("seed") for r in reports]}
         for metric, _ in METRICS:
             row[metric], row[f"{metric}:std"] = _mean_std([_value(r, metric) for r in reports])

@@ -12,7 +12,8 @@ diversity (FID, IS) for prompt-following (MaskCLIP score, part accuracy)?
         --out research/results/sampling_sweep_2026-11-23.json
 
 Each setting is ``key=value[,key=value]`` over the fields of the samplers
-(:class:`armani.sampling.AutoregressiveSampler`, :class:`armani.sampling.MaskPredictSampler`).
+(:class:`armani.sampling.AutoregressiveSampler`, :class:`armani.sampling.MaskPredictSampler`);
+a tuple field takes its names joined by ``+`` (``guidance_conditions=text+sketch``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ def parse_setting(text: str) -> dict:
         kind = str(types[key])
         if value.strip().lower() == "none":
             out[key] = None
+        elif "tuple" in kind:  # a list of names joined by "+" (commas separate settings)
+            out[key] = tuple(v.strip() for v in value.split("+") if v.strip())
         elif "int" in kind:
             out[key] = int(value)
         elif "float" in kind:

@@ -1,4 +1,4 @@
-"""research/prompt_grid.py, compute_curve.py and ce_split.py on the tiny run."""
+"""research/prompt_grid.py, compute_curve.py, ce_split.py, codebook_anchor.py and lineage_curve.py."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "research"))
 
 import ce_split  # noqa: E402
+import codebook_anchor  # noqa: E402
 import compute_curve  # noqa: E402
 import condition_probe  # noqa: E402
+import lineage_curve  # noqa: E402
 import prompt_grid  # noqa: E402
 
 
@@ -110,3 +112,53 @@ def test_ce_split_is_the_per_token_cross_entropy_split_by_the_stored_garment_mas
     save_file({k: v for k, v in tokens.items() if k != "garment_tokens"}, str(old))
     with pytest.raises(ValueError, match="garment_tokens"):
         ce_split.main(["--tokens", str(old), "--checkpoint", f"t={tiny_run / 'transformer' / 'final'}"])
+
+
+class _RoundTrip:
+    """Just enough of a pipeline for ``codebook_round_trip``: the 'codes' are the image itself,
+    and decoding applies ``change``."""
+
+    image_size = 64
+
+    def __init__(self, change):
+        self.change = change
+        self.vqgan = self
+
+    def tokenizer(self, texts, warn=False):
+        return type("Read", (), {"ids": torch.zeros(len(texts), 4, dtype=torch.long)})()
+
+    def encode_image(self, images, text_ids):
+        return images
+
+    def decode(self, images):
+        return self.change(images)
+
+
+def test_colour_shift_is_zero_for_a_lossless_codebook_and_reads_a_yellow_tint():
+    lossless = codebook_anchor.colour_shift(_RoundTrip(lambda x: x), seed=0, num_prompts=4)
+    assert lossless["delta_e"] == pytest.approx(0, abs=1e-6) and lossless["delta_e_of_mean"] == pytest.approx(0, abs=1e-6)
+    yellow = torch.tensor([0.1, 0.1, -0.1]).view(1, 3, 1, 1)  # more red and green, less blue
+    tinted = codebook_anchor.colour_shift(_RoundTrip(lambda x: (x + yellow).clamp(-1, 1)), seed=0, num_prompts=4)
+    assert tinted["delta_b"] > 3 and tinted["delta_e"] > 3 and tinted["delta_e_of_mean"] > 3
+
+
+def test_lineage_curve_reads_the_kept_reports_in_order(tmp_path):
+    for name, part in (("a", 0.6), ("b", 0.8)):
+        folder = tmp_path / name
+        folder.mkdir()
+        for seed in (0, 1):
+            report = {"part_accuracy": part + seed * 0.01, "fid": 100.0 - seed, "config": {"seed": seed},
+                      "attributes": {"category": {"accuracy": part}},
+                      "anchors": {"floor": {"part_accuracy": 0.5, "fid": 500.0, "attributes": {"category": 0.1}},
+                                  "ceiling": {"part_accuracy": 0.99, "fid": 120.0, "attributes": {"category": 1.0}}}}
+            (folder / f"text_seed{seed}.json").write_text(json.dumps(report))
+    out = tmp_path / "curve.json"
+    argv = ["--point", f"first|100|30|{tmp_path / 'a'}", "--point", f"second|300|60|{tmp_path / 'b'}",
+            "--out", str(out), "--figure", str(tmp_path / "curve.png")]
+    assert lineage_curve.main(argv) == 0
+    rows = json.loads(out.read_text())["points"]
+    assert [r["steps"] for r in rows] == [100, 300] and [r["cumulative_hours"] for r in rows] == [0.5, 1.5]
+    assert rows[1]["part_accuracy"] == pytest.approx(0.805) and rows[1]["category"] == pytest.approx(0.8)
+    assert rows[1]["part_accuracy:floor"] == 0.5 and rows[1]["fid:ceiling"] == 120.0
+    assert rows[0]["fid:codebook"] is None and (tmp_path / "curve.png").is_file()
+    assert lineage_curve.main(["--point", f"x|1|1|{tmp_path / 'missing'}", "--out", str(out)]) == 2

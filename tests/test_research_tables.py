@@ -304,6 +304,8 @@ def test_sampling_sweep_runs_each_setting_on_the_same_prompts(tiny_run, classifi
 
     assert sampling_sweep.parse_setting("top_k=20,temperature=0.5,top_p=none") == {
         "top_k": 20, "temperature": 0.5, "top_p": None}
+    assert sampling_sweep.parse_setting("guidance_conditions=text+sketch,top_k=5") == {
+        "guidance_conditions": ("text", "sketch"), "top_k": 5}
     with pytest.raises(ValueError, match="key=value"):
         sampling_sweep.parse_setting("topk=3")
     out = tmp_path / "sweep.json"
