@@ -163,7 +163,9 @@ def sketch_tab(page: Page) -> None:
                         with gr.Row():
                             low = gr.Slider(0, 500, value=settings.sketch_low, step=5, label="Low threshold")
                             high = gr.Slider(0, 500, value=settings.sketch_high, step=5, label="High threshold")
-                        gr.Examples([[g[0]] for g in page.garments[:4]], inputs=[photo], label="Example photos")
+                        # an example brings its own caption, so text and sketch describe one garment
+                        gr.Examples([list(g) for g in page.garments[:4]], inputs=[photo, text],
+                                    label="Example photos (with their captions)")
                 num, seed = count_and_seed()
                 go = gr.Button("Generate", variant="primary")
             outputs = output_column(seen_label="The sketch the model saw")
@@ -182,8 +184,9 @@ def partial_tab(page: Page) -> None:
     with gr.Tab("Text + partial → garment", id="partial"):
         with gr.Row():
             with gr.Column(scale=2):
-                text = gr.Textbox(label="Describe the garment (optional)", value=EXAMPLE_PROMPTS[2], lines=2,
-                                  max_length=MAX_TEXT_CHARS)
+                # Empty by default: a fixed prompt would describe another garment than the one uploaded.
+                text = gr.Textbox(label="Describe the garment (optional)", value="", lines=2,
+                                  placeholder="e.g. " + EXAMPLE_PROMPTS[2], max_length=MAX_TEXT_CHARS)
                 editor = gr.ImageEditor(label="Upload a garment, then paint the region to keep",
                                         sources=["upload", "clipboard"], transforms=(),
                                         brush=gr.Brush(colors=["#22c55e"], default_size=12, color_mode="fixed"),
@@ -199,7 +202,8 @@ def partial_tab(page: Page) -> None:
                         bottom = gr.Slider(0, 100, value=50, step=1, label="Bottom")
                 num, seed = count_and_seed(seed_info="Also picks the random crop.")
                 go = gr.Button("Generate", variant="primary")
-                gr.Examples([[g[0]] for g in page.garments[:4]], inputs=[editor], label="Example garments")
+                gr.Examples([list(g) for g in page.garments[:4]], inputs=[editor, text],
+                            label="Example garments (with their captions)")
             outputs = output_column(seen_label="The partial image the model saw (grey = not given)")
         box = (left, top, right, bottom)
         gr.on([s.release for s in box], lambda: "box", None, region, api_name=False)  # moving the box selects it

@@ -215,6 +215,24 @@ def test_partial_region_box_brush_and_random(client, files, tiny_pipeline):
     assert "random 25% crop" in status
 
 
+def test_example_garments_bring_their_own_captions(client):
+    """On the sketch and partial tabs an example garment fills the text box with its caption,
+    so the text never describes another garment than the picture; the partial tab starts
+    with no text (a fixed prompt would not match an uploaded garment)."""
+    from demo.examples import example_garments
+
+    components = client.config["components"]
+    by_id = {c["id"]: c for c in components}
+    captions = [caption for _, caption in example_garments()[:4]]
+    for label in ("Example photos (with their captions)", "Example garments (with their captions)"):
+        (dataset,) = [c for c in components if c["type"] == "dataset" and c["props"].get("label") == label]
+        kinds = [by_id[i]["type"] for i in dataset["props"]["component_ids"]]
+        assert kinds[1] == "textbox", kinds
+        assert [row[1] for row in dataset["props"]["samples"]] == captions
+    partial_text = by_id[dataset["props"]["component_ids"][1]]["props"]
+    assert partial_text["value"] == "" and partial_text["placeholder"].startswith("e.g. ")
+
+
 def test_heatmaps_one_per_word(client, files, tiny_pipeline):
     text = "a shirt with a collar, long sleeves and pockets"
     words = tiny_pipeline.tokenizer.words(text)
