@@ -12,6 +12,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "research"))
 
+import bench_transformer_compile  # noqa: E402
 import ce_split  # noqa: E402
 import codebook_anchor  # noqa: E402
 import compute_curve  # noqa: E402
@@ -162,3 +163,14 @@ def test_lineage_curve_reads_the_kept_reports_in_order(tmp_path):
     assert rows[1]["part_accuracy:floor"] == 0.5 and rows[1]["fid:ceiling"] == 120.0
     assert rows[0]["fid:codebook"] is None and (tmp_path / "curve.png").is_file()
     assert lineage_curve.main(["--point", f"x|1|1|{tmp_path / 'missing'}", "--out", str(out)]) == 2
+
+
+def test_bench_transformer_compile_times_real_training_steps():
+    import dataclasses
+
+    shipped = Path(__file__).resolve().parents[1] / "checkpoints" / "armani" / "transformer" / "config.json"
+    config = bench_transformer_compile.load_config(shipped)
+    assert config.image_len == 256 and config.grid_positions  # the shipped sizes are read
+    small = dataclasses.replace(config, width=32, layers=1, heads=2)
+    row = bench_transformer_compile.time_steps(small, compiled=False, batch_size=2, steps=2, warmup=1)
+    assert row["median_s_per_step"] > 0 and np.isfinite(row["final_loss"]) and not row["compiled"]
