@@ -165,7 +165,7 @@ def sketch_tab(page: Page) -> None:
                             high = gr.Slider(0, 500, value=settings.sketch_high, step=5, label="High threshold")
                         # an example brings its own caption, so text and sketch describe one garment
                         gr.Examples([list(g) for g in page.garments[:4]], inputs=[photo, text],
-                                    label="Example photos (with their captions)")
+                                    label="Example photos (with their captions)", visible_columns=[0])
                 num, seed = count_and_seed()
                 go = gr.Button("Generate", variant="primary")
             outputs = output_column(seen_label="The sketch the model saw")
@@ -202,8 +202,9 @@ def partial_tab(page: Page) -> None:
                         bottom = gr.Slider(0, 100, value=50, step=1, label="Bottom")
                 num, seed = count_and_seed(seed_info="Also picks the random crop.")
                 go = gr.Button("Generate", variant="primary")
+                # only the picture is shown (a caption column would be cut off at this width)
                 gr.Examples([list(g) for g in page.garments[:4]], inputs=[editor, text],
-                            label="Example garments (with their captions)")
+                            label="Example garments (with their captions)", visible_columns=[0])
             outputs = output_column(seen_label="The partial image the model saw (grey = not given)")
         box = (left, top, right, bottom)
         gr.on([s.release for s in box], lambda: "box", None, region, api_name=False)  # moving the box selects it

@@ -218,18 +218,24 @@ def test_partial_region_box_brush_and_random(client, files, tiny_pipeline):
 def test_example_garments_bring_their_own_captions(client):
     """On the sketch and partial tabs an example garment fills the text box with its caption,
     so the text never describes another garment than the picture; the partial tab starts
-    with no text (a fixed prompt would not match an uploaded garment)."""
+    with no text (a fixed prompt would not match an uploaded garment). The examples show only
+    their pictures, so the check reads the load-example events and calls them."""
     from demo.examples import example_garments
 
-    components = client.config["components"]
-    by_id = {c["id"]: c for c in components}
+    components = {c["id"]: c for c in client.config["components"]}
     captions = [caption for _, caption in example_garments()[:4]]
-    for label in ("Example photos (with their captions)", "Example garments (with their captions)"):
-        (dataset,) = [c for c in components if c["type"] == "dataset" and c["props"].get("label") == label]
-        kinds = [by_id[i]["type"] for i in dataset["props"]["component_ids"]]
-        assert kinds[1] == "textbox", kinds
-        assert [row[1] for row in dataset["props"]["samples"]] == captions
-    partial_text = by_id[dataset["props"]["component_ids"][1]]["props"]
+    loaders = {}
+    for dep in client.config["dependencies"]:
+        sources = [components[i] for i in dep["inputs"]]
+        if len(sources) == 1 and sources[0]["type"] == "dataset":
+            loaders[sources[0]["props"].get("label")] = dep
+    for label, picture in (("Example photos (with their captions)", "image"),
+                           ("Example garments (with their captions)", "imageeditor")):
+        dep = loaders[label]
+        assert [components[o]["type"] for o in dep["outputs"]] == [picture, "textbox"]
+        _, text = client.predict(2, api_name="/" + dep["api_name"])  # the third example
+        assert (text["value"] if isinstance(text, dict) else text) == captions[2]
+    partial_text = components[loaders["Example garments (with their captions)"]["outputs"][1]]["props"]
     assert partial_text["value"] == "" and partial_text["placeholder"].startswith("e.g. ")
 
 
