@@ -22,11 +22,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_config(path: Path):
-    from armani.models.transformer import TransformerConfig
+    """A saved transformer's config (``path``: its ``config.json``), read as ``from_pretrained`` reads it."""
+    from armani.models.checkpoint import build_config, read_config
+    from armani.models.transformer import CrossModalTransformer
 
-    raw = json.loads(path.read_text())
-    known = set(TransformerConfig.__dataclass_fields__)
-    return TransformerConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in known})
+    data = read_config(path.parent, CrossModalTransformer.__name__)
+    data.pop("model_type", None)
+    return build_config(CrossModalTransformer.config_class, data, path.parent, CrossModalTransformer.config_from_dict)
 
 
 def time_steps(config, compiled: bool, batch_size: int, steps: int, warmup: int) -> dict:

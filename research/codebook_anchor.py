@@ -65,8 +65,8 @@ def colour_shift(pipe, seed: int, num_prompts: int) -> dict:
 
     diff = lab(recon) - lab(real)
     per_pixel = np.linalg.norm(diff, axis=-1)
-    means = [(lab(recon[i:i + 1])[0][garment[i]].mean(0) - lab(real[i:i + 1])[0][garment[i]].mean(0))
-             for i in range(len(real)) if garment[i].any()]
+    # the shift of a garment's mean colour is the mean of its per-pixel shifts
+    means = [diff[i][garment[i]].mean(0) for i in range(len(real)) if garment[i].any()]
     return {"delta_e": float(per_pixel[garment].mean()),
             "delta_L": float(diff[..., 0][garment].mean()), "delta_a": float(diff[..., 1][garment].mean()),
             "delta_b": float(diff[..., 2][garment].mean()),
@@ -92,17 +92,17 @@ def main(argv: list[str] | None = None) -> dict:
                                       for name, a in anchors.items()}})
         rows[-1]["codebook"]["colour"] = colour_shift(pipe, seed, args.num_prompts)
         print(json.dumps(rows[-1]), flush=True)
+    def mean_std(values: list[float]) -> dict:
+        return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else None}
+
     summary = {}
     for name in ("codebook", "ceiling", "floor"):
         for key in ("fid", "part_accuracy", "maskclip_score"):
             values = [r[name][key] for r in rows if r.get(name, {}).get(key) is not None]
             if values:
-                summary[f"{name}.{key}"] = {"mean": statistics.mean(values),
-                                            "std": statistics.stdev(values) if len(values) > 1 else None}
+                summary[f"{name}.{key}"] = mean_std(values)
     for key in rows[0]["codebook"]["colour"] if rows else ():
-        values = [r["codebook"]["colour"][key] for r in rows]
-        summary[f"codebook.colour.{key}"] = {"mean": statistics.mean(values),
-                                             "std": statistics.stdev(values) if len(values) > 1 else None}
+        summary[f"codebook.colour.{key}"] = mean_std([r["codebook"]["colour"][key] for r in rows])
     report = {"checkpoint": args.checkpoint, "vqgan": args.vqgan, "seeds": args.seeds, "rows": rows,
               "summary": summary, "command": "python research/codebook_anchor.py " + " ".join(argv or sys.argv[1:])}
     write_report(report, args.out)

@@ -22,11 +22,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from research.tables import stats  # noqa: E402
+
+RESULTS = ROOT / "research" / "results"
 
 # label, cumulative transformer steps (batch 16), that session's training minutes, reports.
 # Minutes are those of the model card of each session (the machine was sometimes shared,
@@ -45,7 +50,7 @@ METRICS = (("part_accuracy", "part accuracy"), ("category", "category accuracy")
 def _shown(folder: Path) -> str:
     """A folder as the JSON keeps it: relative to the repository when inside it."""
     try:
-        return str(folder.resolve().relative_to(RESULTS.parents[1]))
+        return str(folder.resolve().relative_to(ROOT))
     except ValueError:
         return str(folder)
 
@@ -66,13 +71,6 @@ def _value(report: dict, metric: str, anchor: str | None = None):
     return node.get(metric)
 
 
-def _mean_std(values: list) -> tuple[float | None, float | None]:
-    values = [v for v in values if v is not None]
-    if not values:
-        return None, None
-    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
 def collect(points: list[tuple[str, int, float, Path]]) -> list[dict]:
     rows = []
     for label, steps, minutes, folder in points:
@@ -80,9 +78,11 @@ def collect(points: list[tuple[str, int, float, Path]]) -> list[dict]:
         row = {"label": label, "steps": steps, "session_minutes": minutes, "reports": _shown(Path(folder)),
                "seeds": [r.get("config", {}).get("seed") for r in reports]}
         for metric, _ in METRICS:
-            row[metric], row[f"{metric}:std"] = _mean_std([_value(r, metric) for r in reports])
+            measured = stats([_value(r, metric) for r in reports])
+            row[metric] = measured["mean"]
+            row[f"{metric}:std"] = measured["std"] or (0.0 if measured["n"] else None)  # one seed: no spread
             for anchor in ("floor", "ceiling", "codebook"):
-                row[f"{metric}:{anchor}"] = _mean_std([_value(r, metric, anchor) for r in reports])[0]
+                row[f"{metric}:{anchor}"] = stats([_value(r, metric, anchor) for r in reports])["mean"]
         rows.append(row)
     hours = 0.0
     for row in rows:
