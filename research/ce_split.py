@@ -28,14 +28,16 @@ if __package__ in (None, ""):
 from condition_probe import report as write_report
 
 from armani.models.transformer import CrossModalTransformer
-from armani.training.stages.transformer import garment_background_ce
+from armani.training.stages.transformer import VIEWED_KEYS, garment_background_ce
 
 KEYS = ("text_ids", "sketch_ids", "partial_ids", "image_ids")
 
 
 @torch.no_grad()
 def ce_split(model: CrossModalTransformer, tokens: dict[str, torch.Tensor], batch_size: int = 50) -> dict:
-    """Mean CE over all / garment / background image tokens of every row in ``tokens``."""
+    """Mean CE over all / garment / background image tokens of every row in ``tokens`` (of a
+    training file with several sketch / partial draws per row, the first draw)."""
+    tokens = {k: v[:, 0] if k in VIEWED_KEYS and v.dim() == 3 else v for k, v in tokens.items()}
     if "garment_tokens" not in tokens:
         raise ValueError("this token file has no garment_tokens (tokenized before they were stored); "
                          "delete it and let the stage tokenize again")

@@ -189,3 +189,46 @@ def test_background_weight_trains_on_the_garment_masks_stored_with_the_tokens(tm
     proc = _train(old, tiny_run / "data", "transformer", "--reuse", str(tiny_run), "transformer.background_weight=0.3")
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode != 0 and "delete it to tokenize again" in out
+
+
+@pytest.mark.slow
+def test_condition_views_give_each_epoch_its_own_sketch_and_partial_draw(tmp_path, tiny_run):
+    """transformer.condition_views / drawn_sketch_prob: the training file holds V draws of every
+    row's sketch and partial crop (the dataset's epochs 0..V-1, some sketches drawn by hand),
+    the same image and text tokens for all of them; validation keeps one Canny draw; a file
+    tokenized with another recipe is a clear error, not silently reused."""
+    from safetensors import safe_open
+
+    from armani.training.stages.transformer import TokenDataset
+
+    run = tmp_path / "views"
+    _finish(_train(run, tiny_run / "data", "transformer", "--reuse", str(tiny_run),
+                   "transformer.condition_views=3", "transformer.drawn_sketch_prob=0.5"))
+    path = run / "transformer" / "tokens-train.safetensors"
+    tokens = load_file(str(path))
+    with safe_open(str(path), framework="pt") as f:
+        assert f.metadata() == {"condition_views": "3", "drawn_sketch_prob": "0.5"}
+    n = len(tokens["index"])
+    sketch, partial = tokens["sketch_ids"], tokens["partial_ids"]
+    assert sketch.shape[:2] == (n, 3) and partial.shape[:2] == (n, 3) and tokens["image_ids"].shape[0] == n
+    # the crops (and so the partial tokens) differ between draws for nearly every row
+    assert (partial[:, 0] != partial[:, 1]).any(1).float().mean() > 0.8
+    assert (partial[:, 1] != partial[:, 2]).any(1).float().mean() > 0.8
+    # about half of the sketches are drawn by hand in each draw, so many rows' sketch tokens change
+    assert (sketch[:, 0] != sketch[:, 1]).any(1).float().mean() > 0.2
+    # the engine's set_epoch picks the draw; other tensors are the same in every epoch
+    ds = TokenDataset(tokens)
+    ds.set_epoch(4)  # 4 mod 3 = draw 1
+    row = ds[5]
+    assert torch.equal(row["partial_ids"], partial[5, 1]) and torch.equal(row["sketch_ids"], sketch[5, 1])
+    assert torch.equal(row["image_ids"], tokens["image_ids"][5])
+    val = load_file(str(run / "transformer" / "tokens-val.safetensors"))
+    assert val["partial_ids"].dim() == 2  # one draw, Canny sketches
+
+    other = tmp_path / "other" / "transformer"
+    other.mkdir(parents=True)
+    (other / path.name).write_bytes(path.read_bytes())
+    proc = _train(other.parent, tiny_run / "data", "transformer", "--reuse", str(tiny_run),
+                  "transformer.condition_views=2", "transformer.drawn_sketch_prob=0.5")
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode != 0 and "delete it to tokenize again" in out

@@ -104,10 +104,26 @@ class TransformerConfig:
     # weighted mean that spends more of the gradient on the garment. Needs ``garment_tokens``
     # in :meth:`CrossModalTransformer.loss`; 1.0 is the plain mean.
     background_weight: float = 1.0
+    # Stage 2's training data, which is tokenized once before the loop: with 1 view every
+    # training row keeps one sketch and one partial-image crop for all its epochs (a
+    # continuation runs about 3 epochs, the shipped lineage about 15). With V views the
+    # sketch and partial tokens are computed for the dataset's epochs 0..V-1 (other crops,
+    # other drawn/Canny draws) and training epoch e reads view e mod V. Text and image tokens
+    # are the same in every view. Validation keeps one view.
+    condition_views: int = 1
+    # Chance that a training row's sketch is drawn in a person's style (thick, wobbly, unclosed
+    # strokes of its part mask, as the sketch codebook's ``drawn_sketch_prob``) instead of its
+    # Canny edge map, so stage 2 also learns to follow sketches drawn on the app's canvas.
+    # Training rows only (rows without a mask keep their Canny map); validation keeps Canny.
+    drawn_sketch_prob: float = 0.0
 
     def __post_init__(self) -> None:
         if self.width % self.heads:
             raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+        if self.condition_views < 1:
+            raise ValueError(f"condition_views must be >= 1, got {self.condition_views}")
+        if not 0.0 <= self.drawn_sketch_prob <= 1.0:
+            raise ValueError(f"drawn_sketch_prob must be in [0, 1], got {self.drawn_sketch_prob}")
         if not self.background_weight > 0:
             raise ValueError(f"background_weight must be > 0, got {self.background_weight}")
         if self.grid_positions:

@@ -3,9 +3,10 @@
 The frozen stage-1 tokenizers turn every training row into token ids once, before the
 loop (``RUN/transformer/tokens-<split>.safetensors``): image tokens through the
 cross-modal codebook (fused with the caption's words, Eq. 9), sketch tokens, and
-partial-image tokens of one random crop per row (epoch 0's crop; 20k rows give 20k
-different crops). Re-encoding every batch would cost more than the transformer step on a
-CPU. The loop then only reads ids. The semantic loss (Eq. 14) decodes the predicted code
+partial-image tokens of one random crop per row (the dataset's epoch-0 draw; 20k rows give
+20k different crops), or of ``transformer.condition_views`` draws per row that the epochs
+take in turn. Re-encoding every batch would cost more than the transformer step on a CPU.
+The loop then only reads ids. The semantic loss (Eq. 14) decodes the predicted code
 distributions softly and scores them with the frozen segmenter and MaskCLIP.
 """
 
@@ -40,20 +41,37 @@ def garment_background_ce(batches) -> dict[str, float]:
     return {f"ce_{name}": total / count for name, (total, count) in sums.items() if count}
 
 
+# The condition tokens that can hold several draws per row: (N, V, L) instead of (N, L).
+VIEWED_KEYS = ("sketch_ids", "partial_ids")
+
+
+def condition_views(tensors: dict[str, torch.Tensor]) -> int:
+    """How many draws of the sketch / partial crop a token file holds per row (1: (N, L))."""
+    return tensors["partial_ids"].shape[1] if tensors["partial_ids"].dim() == 3 else 1
+
+
 class TokenDataset(torch.utils.data.Dataset):
-    """Rows of pre-computed token ids: a dict of equally long tensors."""
+    """Rows of pre-computed token ids: a dict of equally long tensors. Sketch and partial ids
+    of shape (N, V, L) hold V draws per row; epoch ``e`` (:meth:`set_epoch`, called by the
+    engine before each epoch, also on resume) reads draw ``e mod V``."""
 
     def __init__(self, tensors: dict[str, torch.Tensor]):
         lengths = {len(v) for v in tensors.values()}
         if len(lengths) != 1:
             raise ValueError(f"token tensors of unequal length: { {k: len(v) for k, v in tensors.items()} }")
         self.tensors = tensors
+        self.views = condition_views(tensors)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
 
     def __len__(self):
         return len(self.tensors["index"])
 
     def __getitem__(self, i):
-        return {k: v[i] for k, v in self.tensors.items()}
+        view = self.epoch % self.views
+        return {k: v[i, view] if k in VIEWED_KEYS and v.dim() == 3 else v[i] for k, v in self.tensors.items()}
 
 
 @register_stage
@@ -84,40 +102,77 @@ class TransformerStage(GarmentStage):
     def tokenize_split(self, dataset, split: str) -> dict[str, torch.Tensor]:
         acc = self.accelerator
         path = self.stage_dir() / f"tokens-{split}.safetensors"
+        tc = self.config.transformer
+        train = split == "train"
+        # what the condition tokens were drawn with, kept in the file's metadata
+        recipe = {"condition_views": str(tc.condition_views if train else 1),
+                  "drawn_sketch_prob": repr(float(tc.drawn_sketch_prob if train else 0.0))}
         with acc.main_process_first():
             if not path.is_file():
-                from safetensors.torch import save_file
-
-                from armani.data.transforms import collate
-
-                loader = torch.utils.data.DataLoader(dataset, batch_size=64, shuffle=False, collate_fn=collate)
-                vq, sk, pa = (self.tokenizers[k] for k in ("vqgan", "sketch", "partial"))
-                out: dict[str, list[torch.Tensor]] = {k: [] for k in TOKEN_KEYS}
-                for batch in tqdm(loader, desc=f"tokenizing {split}", disable=not acc.is_local_main_process):
-                    probs = part_probs_for(batch, self.helpers.get("segmenter")) if vq.config.fusion else None
-                    image_ids, _ = encode_cross_modal(vq, batch["image"], batch["text_ids"], part_probs=probs,
-                                                      maskclip=self.helpers.get("maskclip"))
-                    sketch_ids, partial_ids = encode_conditions(batch, sk, pa)
-                    out["image_ids"].append(image_ids)
-                    out["sketch_ids"].append(sketch_ids)
-                    out["partial_ids"].append(partial_ids)
-                    out["text_ids"].append(batch["text_ids"])
-                    out["index"].append(batch["index"])
-                    # which image tokens cover a garment pixel (any part but background), for
-                    # transformer.background_weight; a row without a mask is all background
-                    out["garment_tokens"].append(garment_token_mask(batch["mask"], vq.grid_size).to(torch.uint8))
-                tensors = {k: torch.cat(v).contiguous() for k, v in out.items()}
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(".tmp")
-                save_file(tensors, str(tmp))
-                tmp.rename(path)
+                self._tokenize(dataset, split, path, recipe)
+        from safetensors import safe_open
         from safetensors.torch import load_file
 
+        with safe_open(str(path), framework="pt") as f:
+            stored = f.metadata() or {}
+        # a file from before the metadata was written holds one Canny view
+        stored = {"condition_views": "1", "drawn_sketch_prob": repr(0.0), **stored}
+        if any(stored[k] != v for k, v in recipe.items()):
+            raise ValueError(f"{path} holds condition tokens drawn with "
+                             f"{ {k: stored[k] for k in recipe} }, this run asks for {recipe}: "
+                             "delete it to tokenize again")
         tensors = load_file(str(path))
-        if "garment_tokens" not in tensors and self.config.transformer.background_weight != 1.0:
+        if "garment_tokens" not in tensors and tc.background_weight != 1.0:
             raise ValueError(f"{path} was tokenized before garment masks were stored with the tokens, and "
                              "transformer.background_weight needs them: delete it to tokenize again")
         return tensors
+
+    def _tokenize(self, dataset, split: str, path: Path, recipe: dict[str, str]) -> None:
+        """Write ``path``: text, image and garment-mask tokens once, and the sketch / partial
+        tokens of each of ``recipe["condition_views"]`` draws (the dataset's epochs 0, 1, ...)."""
+        from safetensors.torch import save_file
+
+        from armani.data.transforms import collate
+
+        views = int(recipe["condition_views"])
+        if hasattr(dataset, "drawn_sketch_prob"):
+            dataset.drawn_sketch_prob = float(recipe["drawn_sketch_prob"])
+        elif float(recipe["drawn_sketch_prob"]) > 0:
+            raise ValueError(f"transformer.drawn_sketch_prob needs a garment dataset, got {type(dataset).__name__}")
+        vq, sk, pa = (self.tokenizers[k] for k in ("vqgan", "sketch", "partial"))
+        out: dict[str, list[torch.Tensor]] = {k: [] for k in TOKEN_KEYS}
+        drawn: dict[str, list[list[torch.Tensor]]] = {k: [[] for _ in range(views)] for k in VIEWED_KEYS}
+        for view in range(views):
+            if hasattr(dataset, "set_epoch"):
+                dataset.set_epoch(view)
+            elif view:
+                raise ValueError(f"transformer.condition_views > 1 needs a dataset with set_epoch, "
+                                 f"got {type(dataset).__name__}")
+            loader = torch.utils.data.DataLoader(dataset, batch_size=64, shuffle=False, collate_fn=collate)
+            desc = f"tokenizing {split}" + (f" (draw {view + 1}/{views})" if views > 1 else "")
+            for batch in tqdm(loader, desc=desc, disable=not self.accelerator.is_local_main_process):
+                sketch_ids, partial_ids = encode_conditions(batch, sk, pa)
+                drawn["sketch_ids"][view].append(sketch_ids)
+                drawn["partial_ids"][view].append(partial_ids)
+                if view:
+                    continue  # text and image are the same in every draw
+                probs = part_probs_for(batch, self.helpers.get("segmenter")) if vq.config.fusion else None
+                image_ids, _ = encode_cross_modal(vq, batch["image"], batch["text_ids"], part_probs=probs,
+                                                  maskclip=self.helpers.get("maskclip"))
+                out["image_ids"].append(image_ids)
+                out["text_ids"].append(batch["text_ids"])
+                out["index"].append(batch["index"])
+                # which image tokens cover a garment pixel (any part but background), for
+                # transformer.background_weight; a row without a mask is all background
+                out["garment_tokens"].append(garment_token_mask(batch["mask"], vq.grid_size).to(torch.uint8))
+        tensors = {k: torch.cat(v).contiguous() for k, v in out.items() if k not in VIEWED_KEYS}
+        for k, per_view in drawn.items():
+            stacked = [torch.cat(v) for v in per_view]
+            tensors[k] = (stacked[0] if views == 1 else torch.stack(stacked, dim=1)).contiguous()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file(tensors, str(tmp), metadata=recipe)
+        tmp.rename(path)
 
     def train_dataset(self):
         return TokenDataset(self.tokenize_split(super().train_dataset(), "train"))
