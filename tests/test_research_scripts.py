@@ -1,4 +1,4 @@
-"""research/prompt_grid.py, compute_curve.py, ce_split.py, codebook_anchor.py and lineage_curve.py."""
+"""research/prompt_grid.py, compute_curve.py, ce_split.py, condition_gain.py, codebook_anchor.py and lineage_curve.py."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import bench_transformer_compile  # noqa: E402
 import ce_split  # noqa: E402
 import codebook_anchor  # noqa: E402
 import compute_curve  # noqa: E402
+import condition_gain  # noqa: E402
 import condition_probe  # noqa: E402
 import lineage_curve  # noqa: E402
 import prompt_grid  # noqa: E402
@@ -113,6 +114,43 @@ def test_ce_split_is_the_per_token_cross_entropy_split_by_the_stored_garment_mas
     save_file({k: v for k, v in tokens.items() if k != "garment_tokens"}, str(old))
     with pytest.raises(ValueError, match="garment_tokens"):
         ce_split.main(["--tokens", str(old), "--checkpoint", f"t={tiny_run / 'transformer' / 'final'}"])
+
+
+def test_condition_gain_scores_each_condition_alone_and_reads_draw_0_of_a_multi_draw_file(tiny_run, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from armani.models.transformer import CrossModalTransformer
+
+    folder = tiny_run / "transformer" / "final"
+    model = CrossModalTransformer.from_pretrained(folder).eval()
+    tokens = {k: v for k, v in load_file(str(tiny_run / "transformer" / "tokens-val.safetensors")).items()
+              if k in condition_gain.KEYS}
+    with torch.no_grad():
+        every = model.token_losses(*(tokens[k] for k in condition_gain.KEYS)).mean().item()
+        nothing = model.token_losses(*(tokens[k] for k in condition_gain.KEYS),
+                                     drop={"text": True, "sketch": True, "partial": True}).mean().item()
+        text_only = model.token_losses(*(tokens[k] for k in condition_gain.KEYS),
+                                       drop={"text": False, "sketch": True, "partial": True}).mean().item()
+    assert condition_gain.mean_ce(model, tokens, "all", batch_size=3) == pytest.approx(every, rel=1e-5)
+    assert condition_gain.mean_ce(model, tokens, "none", batch_size=3) == pytest.approx(nothing, rel=1e-5)
+    assert condition_gain.mean_ce(model, tokens, "text", batch_size=3) == pytest.approx(text_only, rel=1e-5)
+    assert abs(text_only - nothing) > 1e-6  # the caption is really dropped in one of them (tiny model: small)
+
+    # a training file with two draws per row: the probe scores draw 0, what the first epoch saw
+    run = tmp_path / "run" / "transformer"
+    run.mkdir(parents=True)
+    views = {k: torch.stack([v, torch.flip(v, [0])], dim=1) if k in ("sketch_ids", "partial_ids") else v
+             for k, v in tokens.items()}
+    save_file({k: v.contiguous() for k, v in views.items()}, str(run / "tokens-train.safetensors"))
+    save_file({k: v.contiguous() for k, v in tokens.items()}, str(run / "tokens-val.safetensors"))
+    rows = condition_gain.load_rows(run / "tokens-train.safetensors", 2)
+    assert torch.equal(rows["partial_ids"], tokens["partial_ids"][:2])
+    out = condition_gain.main(["--run", str(tmp_path / "run"), "--checkpoint", str(folder), "--rows", "4",
+                               "--out", str(tmp_path / "gain.json")])
+    # draw 0 of the train file is the val file itself, so both splits score the same
+    assert out["ce"]["train"] == pytest.approx(out["ce"]["val"], rel=1e-6)
+    assert out["gain"]["val"]["all"] == pytest.approx(out["ce"]["val"]["none"] - out["ce"]["val"]["all"])
+    assert json.loads((tmp_path / "gain.json").read_text())["rows"] == 4
 
 
 class _RoundTrip:
