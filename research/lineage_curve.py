@@ -42,6 +42,8 @@ LINEAGE = [
     ("+3,000, edge sketch codebook (v4)", 7900, 86.7, RESULTS / "armani_2026-12-02_v4"),
     ("+3,500, 2D positions (v6)", 11400, 67.7, RESULTS / "armani_2026-12-02_v6"),
     ("+3,500, background weight 0.5 (v7)", 14900, 41.1, RESULTS / "armani_2026-12-02_v7"),
+    # v8 decodes with the fine-tuned decoder (dec1) and trained on a machine ~1.6x slower
+    ("+4,000, same recipe (v8)", 18900, 76.4, RESULTS / "armani_2026-12-04_v8"),
 ]
 
 METRICS = (("part_accuracy", "part accuracy"), ("category", "category accuracy"), ("fid", "FID (classifier features)"))
