@@ -44,6 +44,7 @@ LINEAGE = [
     ("+3,500, background weight 0.5 (v7)", 14900, 41.1, RESULTS / "armani_2026-12-02_v7"),
     # v8 decodes with the fine-tuned decoder (dec1) and trained on a machine ~1.6x slower
     ("+4,000, same recipe (v8)", 18900, 76.4, RESULTS / "armani_2026-12-04_v8"),
+    ("+3,000, four condition draws per row (v9)", 21900, 71.0, RESULTS / "armani_2026-12-04_v9"),
 ]
 
 METRICS = (("part_accuracy", "part accuracy"), ("category", "category accuracy"), ("fid", "FID (classifier features)"))
