@@ -3,7 +3,7 @@
     python research/lineage_curve.py --out research/results/lineage_curve.json \\
         --figure research/results/lineage_curve.png
 
-The shipped stage-2 transformer was never trained in one go: every session continued the
+The stage-2 transformer was never trained in one go: every session continued the
 previous session's weights (warm restart of the learning rate), sometimes with a recipe change.
 Each of those checkpoints was scored by ``python -m armani.evaluate`` on text prompts of the
 val split, seeds 0, 1, 2, and the reports are kept in ``research/results``. This script reads
@@ -45,6 +45,8 @@ LINEAGE = [
     # v8 decodes with the fine-tuned decoder (dec1) and trained on a machine ~1.6x slower
     ("+4,000, same recipe (v8)", 18900, 76.4, RESULTS / "armani_2026-12-04_v8"),
     ("+3,000, four condition draws per row (v9)", 21900, 71.0, RESULTS / "armani_2026-12-04_v9"),
+    # v9 continued on the same rows and draws; not shipped (flat val CE, held-out worse)
+    ("+3,000, same rows (v10, not shipped)", 24900, 60.5, RESULTS / "armani_2026-12-04_v10"),
 ]
 
 METRICS = (("part_accuracy", "part accuracy"), ("category", "category accuracy"), ("fid", "FID (classifier features)"))
@@ -117,7 +119,8 @@ def plot(rows: list[dict], path: Path) -> Path:
         if key == "fid":
             ax.set_yscale("log")
     axes[0].legend(fontsize=7)
-    fig.suptitle("The shipped transformer's lineage: text prompts, val split, 50 prompts x 2 per seed", fontsize=10)
+    fig.suptitle("The transformer's lineage, one point per continuation: text prompts, val split, 50 prompts x 2 per seed",
+                 fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
