@@ -192,6 +192,31 @@ def test_background_weight_trains_on_the_garment_masks_stored_with_the_tokens(tm
 
 
 @pytest.mark.slow
+def test_stage_two_reads_more_procedural_rows_without_retraining_stage_one(tmp_path, tiny_run):
+    """train.transformer.num_train: stage 2 tokenizes more rows than data.num_train (96 in tiny)
+    while the stage-1 parts stay reusable; its first rows are the stage-1 rows; a token file of
+    another row count is refused, not silently trained on."""
+    run = tmp_path / "rows"
+    out = _finish(_train(run, tiny_run / "data", "transformer", "--reuse", str(tiny_run),
+                         "train.transformer.num_train=128"))
+    assert "[vqgan] reused" in out and "[sketch_tokenizer] reused" in out
+    tokens = load_file(str(run / "transformer" / "tokens-train.safetensors"))
+    base = load_file(str(tiny_run / "transformer" / "tokens-train.safetensors"))
+    assert len(base["index"]) == 96 and len(tokens["index"]) == 128
+    assert torch.equal(tokens["image_ids"][:96], base["image_ids"]) and torch.equal(tokens["text_ids"][:96], base["text_ids"])
+    assert not torch.equal(tokens["image_ids"][96:], base["image_ids"][:32])  # new garments, not repeats
+    report = json.loads((run / "transformer" / "final" / "training_report.json").read_text())
+    assert "train.transformer.num_train=128" in report["command"]
+
+    other = tmp_path / "other" / "transformer"
+    other.mkdir(parents=True)
+    (other / "tokens-train.safetensors").write_bytes((run / "transformer" / "tokens-train.safetensors").read_bytes())
+    proc = _train(other.parent, tiny_run / "data", "transformer", "--reuse", str(tiny_run))
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode != 0 and "holds 128 rows" in out and "delete it to tokenize again" in out
+
+
+@pytest.mark.slow
 def test_condition_views_give_each_epoch_its_own_sketch_and_partial_draw(tmp_path, tiny_run):
     """transformer.condition_views / drawn_sketch_prob: the training file holds V draws of every
     row's sketch and partial crop (the dataset's epochs 0..V-1, some sketches drawn by hand),

@@ -55,6 +55,11 @@ class OptimConfig:
     # codebook's decoder, so the token ids stage 2 was trained on stay exactly the same. They get
     # no gradients and stay in eval mode (an EMA codebook neither moves nor restarts dead codes).
     freeze: tuple[str, ...] = ()
+    # Procedural rows this stage trains on (None: ``data.num_train``). Rows are drawn row by row
+    # from their own seeds, so the first ``data.num_train`` are the same rows. Lets stage 2 read
+    # more rows than the stage-1 models it builds on were trained with, without changing their
+    # inputs (``--reuse`` still finds them identical).
+    num_train: int | None = None
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from functools import cached_property
 from pathlib import Path
 
@@ -22,11 +23,21 @@ class GarmentStage(Stage):
 
     @cached_property
     def train_hf(self):
-        return load_split(self.cfg.data, "train", self.accelerator)
+        data, rows = self.cfg.data, getattr(self.optim, "num_train", None)
+        if rows is not None:
+            if data.source != "procedural":
+                raise ValueError(f"train.{self.name}.num_train sets how many procedural rows to draw; "
+                                 f"data.source is {data.source!r}: leave it unset")
+            if rows < 1:
+                raise ValueError(f"train.{self.name}.num_train must be a positive number of rows, got {rows}")
+            data = dataclasses.replace(data, num_train=int(rows))
+        return load_split(data, "train", self.accelerator)
 
     @cached_property
     def tokenizer(self):
-        return run_tokenizer(self.cfg.data, self.run_dir, self.train_hf, self.accelerator)
+        # built (if the run has none yet) from data.num_train's rows, whatever this stage reads
+        own_rows = getattr(self.optim, "num_train", None) is not None
+        return run_tokenizer(self.cfg.data, self.run_dir, None if own_rows else self.train_hf, self.accelerator)
 
     @cached_property
     def config(self):

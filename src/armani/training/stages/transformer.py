@@ -122,6 +122,10 @@ class TransformerStage(GarmentStage):
                              f"{ {k: stored[k] for k in recipe} }, this run asks for {recipe}: "
                              "delete it to tokenize again")
         tensors = load_file(str(path))
+        if len(tensors["index"]) != len(dataset):
+            raise ValueError(f"{path} holds {len(tensors['index'])} rows, this run's {split} split has "
+                             f"{len(dataset)} (data.num_train / train.transformer.num_train changed?): "
+                             "delete it to tokenize again")
         if "garment_tokens" not in tensors and tc.background_weight != 1.0:
             raise ValueError(f"{path} was tokenized before garment masks were stored with the tokens, and "
                              "transformer.background_weight needs them: delete it to tokenize again")
