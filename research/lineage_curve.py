@@ -1,4 +1,4 @@
-"""Compute -> quality over the shipped transformer's whole lineage (no generation: reads reports).
+"""Compute -> quality over the transformer's whole lineage (no generation: reads reports).
 
     python research/lineage_curve.py --out research/results/lineage_curve.json \\
         --figure research/results/lineage_curve.png
