@@ -17,14 +17,29 @@ in demo/tabs.py; this file only puts the tabs on one page and parses the command
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
 import os
+import shutil
+import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as `python demo/app.py`: make the `demo` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+# The files this app serves go to a folder of its own, removed when it exits. Gradio's default
+# (/tmp/gradio) is shared by every app on the machine and keyed by the file's content, so a
+# garment drawn again with the same prompt and seed by a later app process (a restart, a second
+# test run) lands on an entry an earlier process left behind, and the browser showed it as a
+# broken image (seen: the first gallery image stayed at naturalWidth 0; with a fresh folder all
+# four loaded). Gradio reads the variable at import time, hence before the import below.
+if not os.environ.get("GRADIO_TEMP_DIR"):
+    _served_files = tempfile.mkdtemp(prefix="armani-gradio-")
+    os.environ["GRADIO_TEMP_DIR"] = _served_files
+    atexit.register(shutil.rmtree, _served_files, True)
 
 import gradio as gr
 
@@ -178,6 +193,9 @@ def main(argv: list[str] | None = None) -> None:
     # would hold up the first generation by ~5 s (and in a thread of its own, slow everything).
     print(f"ARMANI app ready on http://{args.host}:{args.port} (started in {time.perf_counter() - start:.1f} s)",
           flush=True)
+    # A stop request (SIGTERM: a Space restarting, the test launcher) exits like Ctrl-C does, so the
+    # exit handlers run and the folder of served files above is removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     app.block_thread()
 
 

@@ -74,6 +74,11 @@ def test_type_prompt_generate_and_see_garments(page, shots):
     page.screenshot(path=str(shots / "text_to_garment.png"), full_page=True)
     assert _shown_images(page, "#t2i-gallery") >= 4
     assert "yellow dotted skirt" in page.locator("#t2i-status").inner_text().lower()
+    if not os.environ.get("GRADIO_TEMP_DIR"):
+        # served from the app's own folder, not the machine-wide /tmp/gradio that earlier app
+        # processes left entries in (there the same garment came back as a broken image)
+        srcs = page.eval_on_selector_all("#t2i-gallery img", "els => els.map(e => e.src)")
+        assert srcs and all("armani-gradio-" in src for src in srcs), srcs
 
 
 def test_heatmaps_of_an_example_garment(page, shots):
