@@ -23,7 +23,7 @@ class GarmentStage(Stage):
 
     @cached_property
     def train_hf(self):
-        data, rows = self.cfg.data, getattr(self.optim, "num_train", None)
+        data, rows = self.cfg.data, self.optim.num_train
         if rows is not None:
             if data.source != "procedural":
                 raise ValueError(f"train.{self.name}.num_train sets how many procedural rows to draw; "
@@ -36,7 +36,7 @@ class GarmentStage(Stage):
     @cached_property
     def tokenizer(self):
         # built (if the run has none yet) from data.num_train's rows, whatever this stage reads
-        own_rows = getattr(self.optim, "num_train", None) is not None
+        own_rows = self.optim.num_train is not None
         return run_tokenizer(self.cfg.data, self.run_dir, None if own_rows else self.train_hf, self.accelerator)
 
     @cached_property
