@@ -24,6 +24,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -36,10 +37,15 @@ if __package__ in (None, ""):  # run as `python demo/app.py`: make the `demo` pa
 # test run) lands on an entry an earlier process left behind, and the browser showed it as a
 # broken image (seen: the first gallery image stayed at naturalWidth 0; with a fresh folder all
 # four loaded). Gradio reads the variable at import time, hence before the import below.
+# A stop request (SIGTERM: a Space restarting, the test launcher) exits like Ctrl-C does, so the
+# exit handlers run and the folder is removed; installed here, with the folder, so that a stop
+# while the models are still loading removes it too (the load in progress finishes first).
 if not os.environ.get("GRADIO_TEMP_DIR"):
     _served_files = tempfile.mkdtemp(prefix="armani-gradio-")
     os.environ["GRADIO_TEMP_DIR"] = _served_files
     atexit.register(shutil.rmtree, _served_files, True)
+if threading.current_thread() is threading.main_thread():  # signal handlers live on the main thread
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 
 import gradio as gr
 
@@ -193,9 +199,6 @@ def main(argv: list[str] | None = None) -> None:
     # would hold up the first generation by ~5 s (and in a thread of its own, slow everything).
     print(f"ARMANI app ready on http://{args.host}:{args.port} (started in {time.perf_counter() - start:.1f} s)",
           flush=True)
-    # A stop request (SIGTERM: a Space restarting, the test launcher) exits like Ctrl-C does, so the
-    # exit handlers run and the folder of served files above is removed.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     app.block_thread()
 
 

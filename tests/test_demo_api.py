@@ -412,3 +412,35 @@ def test_stream_stops_the_worker_when_the_limit_passes():
     time.sleep(0.2)
     assert 1 <= seen < 100 and len(calls) <= seen + 1  # the worker stopped at its next callback
     assert list(stream(lambda cb: "done", limit=5)) == []
+
+
+def test_a_stopped_app_removes_its_folder_of_served_files(tiny_run, tmp_path, monkeypatch):
+    """SIGTERM (a Space restarting, a test ending) while the app is still loading, and once it
+    serves: both times the app exits cleanly and its folder of served files is gone."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from demo.launcher import APP, OFFLINE_ENV, free_port
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the app makes its folder here
+    monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)
+    log = tmp_path / "app.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, str(APP), "--port", str(free_port()), "--checkpoint", str(tiny_run),
+                                 "--baselines-dir", "none"], stdout=out, stderr=subprocess.STDOUT,
+                                env=dict(os.environ, **OFFLINE_ENV))
+    start = time.perf_counter()
+    while not list(tmp_path.glob("armani-gradio-*")):
+        assert proc.poll() is None and time.perf_counter() - start < 120, log.read_text()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # still importing gradio / loading the models
+    assert proc.wait(timeout=300) == 0, log.read_text()
+    assert "app ready" not in log.read_text()
+    assert not list(tmp_path.glob("armani-gradio-*"))
+
+    with running_app(["--checkpoint", str(tiny_run), "--baselines-dir", "none", "--search-size", "8"]) as running:
+        assert len(list(tmp_path.glob("armani-gradio-*"))) == 1
+    assert running.process.returncode == 0, running.log()
+    assert not list(tmp_path.glob("armani-gradio-*"))
