@@ -257,3 +257,71 @@ def test_condition_views_give_each_epoch_its_own_sketch_and_partial_draw(tmp_pat
                   "transformer.condition_views=2", "transformer.drawn_sketch_prob=0.5")
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode != 0 and "delete it to tokenize again" in out
+
+
+@pytest.mark.slow
+def test_a_killed_tokenize_resumes_at_its_last_saved_part(tmp_path, tiny_run, monkeypatch):
+    """Tokenizing saves its rows part by part: a run killed half-way reads only the rows of the
+    parts it had not finished, and the joined file equals one tokenized in a single go."""
+    from accelerate import Accelerator
+
+    from armani.config import load_config
+    from armani.training.stages import transformer as stage_module
+    from armani.training.stages.base import GarmentStage
+
+    cfg = load_config(str(tiny_run / "config.yaml"))
+    stage = stage_module.TransformerStage(cfg, tiny_run)  # reads the run's stage-1 artefacts only
+    stage.accelerator = Accelerator(cpu=True)
+    rows = GarmentStage.train_dataset(stage)
+    recipe = {"condition_views": "2", "drawn_sketch_prob": "0.5"}
+
+    class Rows(torch.utils.data.Dataset):
+        """The training rows, counting which are read; reading row ``fail_at`` kills the run."""
+
+        def __init__(self, fail_at=None):
+            self.read, self.fail_at = [], fail_at
+
+        def __len__(self):
+            return len(rows)
+
+        def set_epoch(self, epoch):
+            rows.set_epoch(epoch)
+
+        @property
+        def drawn_sketch_prob(self):
+            return rows.drawn_sketch_prob
+
+        @drawn_sketch_prob.setter
+        def drawn_sketch_prob(self, value):
+            rows.drawn_sketch_prob = value
+
+        def __getitem__(self, i):
+            if i == self.fail_at:
+                raise KeyboardInterrupt("killed")
+            self.read.append(i)
+            return rows[i]
+
+    whole = tmp_path / "whole" / "tokens-train.safetensors"
+    stage._tokenize(Rows(), "train", whole, recipe)  # 96 rows x 2 draws in one part each
+    assert not whole.with_name("tokens-train.parts").exists()
+
+    monkeypatch.setattr(stage_module, "TOKENIZE_PART_ROWS", 40)  # parts of rows 0-40, 40-80, 80-96
+    path = tmp_path / "killed" / "tokens-train.safetensors"
+    with pytest.raises(KeyboardInterrupt):
+        stage._tokenize(Rows(fail_at=50), "train", path, recipe)  # dies in the first draw's second part
+    assert not path.exists() and len(list(path.with_name("tokens-train.parts").glob("*.safetensors"))) == 1
+    again = Rows()
+    stage._tokenize(again, "train", path, recipe)
+    assert sorted(again.read) == sorted([*range(40, 96), *range(96)])  # draw 0 from row 40 on, then draw 1
+    assert not path.with_name("tokens-train.parts").exists()
+    a, b = load_file(str(whole)), load_file(str(path))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert a["sketch_ids"].shape[:2] == (96, 2)
+
+    # a part made with another recipe is refused, not mixed in
+    monkeypatch.setattr(stage_module, "TOKENIZE_PART_ROWS", 40)
+    other = tmp_path / "other" / "tokens-train.safetensors"
+    with pytest.raises(KeyboardInterrupt):
+        stage._tokenize(Rows(fail_at=50), "train", other, recipe)
+    with pytest.raises(ValueError, match="delete .*tokens-train.parts"):
+        stage._tokenize(Rows(), "train", other, {"condition_views": "2", "drawn_sketch_prob": "0.0"})

@@ -12,6 +12,7 @@ distributions softly and scores them with the frozen segmenter and MaskCLIP.
 
 from __future__ import annotations
 
+import shutil
 from functools import cached_property
 from pathlib import Path
 
@@ -26,6 +27,10 @@ from armani.sampling import garment_token_mask
 from armani.training.engine import ForwardAs, StepOutput, register_stage
 from armani.training.stages.base import GarmentStage, part_probs_for
 from armani.training.stages.tokenizers import encode_conditions
+
+# Rows per saved part while tokenizing (see TransformerStage._tokenize): about 2-3 minutes of
+# default-size rows on this 2-core CPU, so a killed run loses at most that.
+TOKENIZE_PART_ROWS = 4096
 
 TOKEN_KEYS = ("text_ids", "image_ids", "sketch_ids", "partial_ids", "index", "garment_tokens")
 
@@ -133,50 +138,83 @@ class TransformerStage(GarmentStage):
 
     def _tokenize(self, dataset, split: str, path: Path, recipe: dict[str, str]) -> None:
         """Write ``path``: text, image and garment-mask tokens once, and the sketch / partial
-        tokens of each of ``recipe["condition_views"]`` draws (the dataset's epochs 0, 1, ...)."""
-        from safetensors.torch import save_file
+        tokens of each of ``recipe["condition_views"]`` draws (the dataset's epochs 0, 1, ...).
+
+        The rows are tokenized in parts of :data:`TOKENIZE_PART_ROWS` rows, each saved as soon as
+        it is done (``tokens-<split>.parts/``), so a killed run resumes at the part it was on
+        instead of starting again (60,000 default-size rows take over half an hour here). The
+        parts are joined into ``path`` at the end and removed."""
+        from safetensors import safe_open
+        from safetensors.torch import load_file, save_file
 
         from armani.data.transforms import collate
 
-        views = int(recipe["condition_views"])
+        views, n = int(recipe["condition_views"]), len(dataset)
         if hasattr(dataset, "drawn_sketch_prob"):
             dataset.drawn_sketch_prob = float(recipe["drawn_sketch_prob"])
         elif float(recipe["drawn_sketch_prob"]) > 0:
             raise ValueError(f"transformer.drawn_sketch_prob needs a garment dataset, got {type(dataset).__name__}")
+        if views > 1 and not hasattr(dataset, "set_epoch"):
+            raise ValueError(f"transformer.condition_views > 1 needs a dataset with set_epoch, got {type(dataset).__name__}")
         vq, sk, pa = (self.tokenizers[k] for k in ("vqgan", "sketch", "partial"))
-        out: dict[str, list[torch.Tensor]] = {k: [] for k in TOKEN_KEYS}
-        drawn: dict[str, list[list[torch.Tensor]]] = {k: [[] for _ in range(views)] for k in VIEWED_KEYS}
-        for view in range(views):
+        parts_dir = path.with_name(f"{path.stem}.parts")
+        stamp = {**recipe, "rows": str(n)}  # what every part must have been made with
+        spans = [(start, min(n, start + TOKENIZE_PART_ROWS)) for start in range(0, n, TOKENIZE_PART_ROWS)]
+        parts = {(view, span): parts_dir / f"draw{view}-rows{span[0]:08d}-{span[1]:08d}.safetensors"
+                 for view in range(views) for span in spans}
+        done = set()
+        for key, part in parts.items():
+            if part.is_file():
+                with safe_open(str(part), framework="pt") as f:
+                    made_with = f.metadata() or {}
+                if made_with != stamp:
+                    raise ValueError(f"{part} was tokenized with {made_with}, this run asks for {stamp}: "
+                                     f"delete {parts_dir} to tokenize again")
+                done.add(key)
+        bar = tqdm(total=n * views, initial=sum(b - a for _, (a, b) in done), unit="row", desc=f"tokenizing {split}",
+                   disable=not self.accelerator.is_local_main_process)
+        if done:
+            bar.write(f"[{self.name}] {split}: resuming the tokenizing, {len(done)} of {len(parts)} parts "
+                      f"already in {parts_dir}")
+        for (view, (a, b)), part in parts.items():
+            if (view, (a, b)) in done:
+                continue
             if hasattr(dataset, "set_epoch"):
                 dataset.set_epoch(view)
-            elif view:
-                raise ValueError(f"transformer.condition_views > 1 needs a dataset with set_epoch, "
-                                 f"got {type(dataset).__name__}")
-            loader = torch.utils.data.DataLoader(dataset, batch_size=64, shuffle=False, collate_fn=collate)
-            desc = f"tokenizing {split}" + (f" (draw {view + 1}/{views})" if views > 1 else "")
-            for batch in tqdm(loader, desc=desc, disable=not self.accelerator.is_local_main_process):
+            loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(a, b)), batch_size=64,
+                                                 shuffle=False, collate_fn=collate)
+            out: dict[str, list[torch.Tensor]] = {k: [] for k in TOKEN_KEYS}
+            for batch in loader:
                 sketch_ids, partial_ids = encode_conditions(batch, sk, pa)
-                drawn["sketch_ids"][view].append(sketch_ids)
-                drawn["partial_ids"][view].append(partial_ids)
-                if view:
-                    continue  # text and image are the same in every draw
-                probs = part_probs_for(batch, self.helpers.get("segmenter")) if vq.config.fusion else None
-                image_ids, _ = encode_cross_modal(vq, batch["image"], batch["text_ids"], part_probs=probs,
-                                                  maskclip=self.helpers.get("maskclip"))
-                out["image_ids"].append(image_ids)
-                out["text_ids"].append(batch["text_ids"])
-                out["index"].append(batch["index"])
-                # which image tokens cover a garment pixel (any part but background), for
-                # transformer.background_weight; a row without a mask is all background
-                out["garment_tokens"].append(garment_token_mask(batch["mask"], vq.grid_size).to(torch.uint8))
-        tensors = {k: torch.cat(v).contiguous() for k, v in out.items() if k not in VIEWED_KEYS}
-        for k, per_view in drawn.items():
-            stacked = [torch.cat(v) for v in per_view]
-            tensors[k] = (stacked[0] if views == 1 else torch.stack(stacked, dim=1)).contiguous()
-        path.parent.mkdir(parents=True, exist_ok=True)
+                out["sketch_ids"].append(sketch_ids)
+                out["partial_ids"].append(partial_ids)
+                if not view:  # text and image are the same in every draw
+                    probs = part_probs_for(batch, self.helpers.get("segmenter")) if vq.config.fusion else None
+                    image_ids, _ = encode_cross_modal(vq, batch["image"], batch["text_ids"], part_probs=probs,
+                                                      maskclip=self.helpers.get("maskclip"))
+                    out["image_ids"].append(image_ids)
+                    out["text_ids"].append(batch["text_ids"])
+                    out["index"].append(batch["index"])
+                    # which image tokens cover a garment pixel (any part but background), for
+                    # transformer.background_weight; a row without a mask is all background
+                    out["garment_tokens"].append(garment_token_mask(batch["mask"], vq.grid_size).to(torch.uint8))
+                bar.update(len(batch["index"]))
+            parts_dir.mkdir(parents=True, exist_ok=True)
+            tmp = part.with_suffix(".tmp")
+            save_file({k: torch.cat(v).contiguous() for k, v in out.items() if v}, str(tmp), metadata=stamp)
+            tmp.rename(part)  # a part is there whole or not at all
+        bar.close()
+
+        loaded = {key: load_file(str(part)) for key, part in parts.items()}
+        tensors = {k: torch.cat([loaded[(0, span)][k] for span in spans]).contiguous()
+                   for k in TOKEN_KEYS if k not in VIEWED_KEYS}
+        for k in VIEWED_KEYS:
+            per_view = [torch.cat([loaded[(view, span)][k] for span in spans]) for view in range(views)]
+            tensors[k] = (per_view[0] if views == 1 else torch.stack(per_view, dim=1)).contiguous()
         tmp = path.with_suffix(".tmp")
         save_file(tensors, str(tmp), metadata=recipe)
         tmp.rename(path)
+        shutil.rmtree(parts_dir)
 
     def train_dataset(self):
         return TokenDataset(self.tokenize_split(super().train_dataset(), "train"))
