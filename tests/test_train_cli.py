@@ -278,11 +278,11 @@ def test_a_killed_tokenize_resumes_at_its_last_saved_part(tmp_path, tiny_run, mo
     class Rows(torch.utils.data.Dataset):
         """The training rows, counting which are read; reading row ``fail_at`` kills the run."""
 
-        def __init__(self, fail_at=None):
-            self.read, self.fail_at = [], fail_at
+        def __init__(self, fail_at=None, n=None):
+            self.read, self.fail_at, self.n = [], fail_at, n or len(rows)
 
         def __len__(self):
-            return len(rows)
+            return self.n
 
         def set_epoch(self, epoch):
             rows.set_epoch(epoch)
@@ -325,3 +325,14 @@ def test_a_killed_tokenize_resumes_at_its_last_saved_part(tmp_path, tiny_run, mo
         stage._tokenize(Rows(fail_at=50), "train", other, recipe)
     with pytest.raises(ValueError, match="delete .*tokens-train.parts"):
         stage._tokenize(Rows(), "train", other, {"condition_views": "2", "drawn_sketch_prob": "0.0"})
+
+    # more rows asked of the same split (train.transformer.num_train raised): the first 60 are
+    # taken from the shorter file, only the 36 new rows are tokenized
+    grown = tmp_path / "grown" / "tokens-train.safetensors"
+    stage._tokenize(Rows(n=60), "train", grown, recipe)
+    more = Rows()
+    assert stage._grow(grown, more, recipe) and stage._grow(grown, Rows(n=60), recipe) is False
+    stage._tokenize(more, "train", grown, recipe)
+    assert sorted(more.read) == sorted([*range(60, 96)] * 2)
+    b = load_file(str(grown))
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -113,7 +113,7 @@ class TransformerStage(GarmentStage):
         recipe = {"condition_views": str(tc.condition_views if train else 1),
                   "drawn_sketch_prob": repr(float(tc.drawn_sketch_prob if train else 0.0))}
         with acc.main_process_first():
-            if not path.is_file():
+            if not path.is_file() or self._grow(path, dataset, recipe):
                 self._tokenize(dataset, split, path, recipe)
         from safetensors import safe_open
         from safetensors.torch import load_file
@@ -135,6 +135,37 @@ class TransformerStage(GarmentStage):
             raise ValueError(f"{path} was tokenized before garment masks were stored with the tokens, and "
                              "transformer.background_weight needs them: delete it to tokenize again")
         return tensors
+
+    def _grow(self, path: Path, dataset, recipe: dict[str, str]) -> bool:
+        """Whether ``path`` holds the first rows of a procedural split that now has more
+        (``train.transformer.num_train`` raised): then its rows become the first saved part of
+        a new tokenizing (see :meth:`_tokenize`), which adds only the new rows. Procedural row
+        ``i`` is the same garment and the same condition draws whatever the row count."""
+        from safetensors import safe_open
+        from safetensors.torch import load_file, save_file
+
+        if self.cfg.data.source != "procedural":
+            return False
+        with safe_open(str(path), framework="pt") as f:
+            if (f.metadata() or {}) != recipe or "garment_tokens" not in f.keys():
+                return False  # refused with its reason by tokenize_split
+            m = f.get_slice("index").get_shape()[0]
+        if m >= len(dataset):
+            return False
+        tensors = load_file(str(path))
+        if not torch.equal(tensors["index"], torch.arange(m)):
+            return False
+        views, n = int(recipe["condition_views"]), len(dataset)
+        parts_dir = path.with_name(f"{path.stem}.parts")
+        parts_dir.mkdir(parents=True, exist_ok=True)
+        for view in range(views):
+            part = {k: v if k not in VIEWED_KEYS or views == 1 else v[:, view].contiguous()
+                    for k, v in tensors.items() if view == 0 or k in VIEWED_KEYS}
+            name = parts_dir / f"draw{view}-rows{0:08d}-{m:08d}.safetensors"
+            save_file(part, str(name.with_suffix(".tmp")), metadata={**recipe, "rows": str(n)})
+            name.with_suffix(".tmp").rename(name)
+        print(f"[{self.name}] {path.name} holds rows 0-{m - 1}; tokenizing rows {m}-{n - 1} to add to them", flush=True)
+        return True
 
     def _tokenize(self, dataset, split: str, path: Path, recipe: dict[str, str]) -> None:
         """Write ``path``: text, image and garment-mask tokens once, and the sketch / partial
@@ -159,24 +190,35 @@ class TransformerStage(GarmentStage):
         vq, sk, pa = (self.tokenizers[k] for k in ("vqgan", "sketch", "partial"))
         parts_dir = path.with_name(f"{path.stem}.parts")
         stamp = {**recipe, "rows": str(n)}  # what every part must have been made with
-        spans = [(start, min(n, start + TOKENIZE_PART_ROWS)) for start in range(0, n, TOKENIZE_PART_ROWS)]
-        parts = {(view, span): parts_dir / f"draw{view}-rows{span[0]:08d}-{span[1]:08d}.safetensors"
-                 for view in range(views) for span in spans}
-        done = set()
-        for key, part in parts.items():
-            if part.is_file():
-                with safe_open(str(part), framework="pt") as f:
-                    made_with = f.metadata() or {}
-                if made_with != stamp:
-                    raise ValueError(f"{part} was tokenized with {made_with}, this run asks for {stamp}: "
-                                     f"delete {parts_dir} to tokenize again")
-                done.add(key)
+        parts: dict[tuple[int, tuple[int, int]], Path] = {}  # (draw, (first row, end row)) -> file
+        for part in sorted(parts_dir.glob("draw*-rows*.safetensors")):
+            with safe_open(str(part), framework="pt") as f:
+                made_with = f.metadata() or {}
+            if made_with != stamp:
+                raise ValueError(f"{part} was tokenized with {made_with}, this run asks for {stamp}: "
+                                 f"delete {parts_dir} to tokenize again")
+            view, rows = part.stem[len("draw"):].split("-rows")
+            parts[(int(view), tuple(int(r) for r in rows.split("-")))] = part
+        done = set(parts)
+        for view in range(views):
+            covered = 0
+            for a, b in sorted(span for v, span in done if v == view):
+                if a != covered:
+                    break  # a gap (or an overlap) ends the usable prefix
+                covered = b
+            for old in [key for key in done if key[0] == view and key[1][1] > covered]:
+                done.discard(old)  # beyond a gap: made again with the rest
+                parts.pop(old).unlink()
+            for a in range(covered, n, TOKENIZE_PART_ROWS):
+                span = (a, min(n, a + TOKENIZE_PART_ROWS))
+                parts[(view, span)] = parts_dir / f"draw{view}-rows{span[0]:08d}-{span[1]:08d}.safetensors"
+        spans = {view: sorted(span for v, span in parts if v == view) for view in range(views)}
         bar = tqdm(total=n * views, initial=sum(b - a for _, (a, b) in done), unit="row", desc=f"tokenizing {split}",
                    disable=not self.accelerator.is_local_main_process)
         if done:
             bar.write(f"[{self.name}] {split}: resuming the tokenizing, {len(done)} of {len(parts)} parts "
                       f"already in {parts_dir}")
-        for (view, (a, b)), part in parts.items():
+        for (view, (a, b)), part in sorted(parts.items()):
             if (view, (a, b)) in done:
                 continue
             if hasattr(dataset, "set_epoch"):
@@ -206,10 +248,10 @@ class TransformerStage(GarmentStage):
         bar.close()
 
         loaded = {key: load_file(str(part)) for key, part in parts.items()}
-        tensors = {k: torch.cat([loaded[(0, span)][k] for span in spans]).contiguous()
+        tensors = {k: torch.cat([loaded[(0, span)][k] for span in spans[0]]).contiguous()
                    for k in TOKEN_KEYS if k not in VIEWED_KEYS}
         for k in VIEWED_KEYS:
-            per_view = [torch.cat([loaded[(view, span)][k] for span in spans]) for view in range(views)]
+            per_view = [torch.cat([loaded[(view, span)][k] for span in spans[view]]) for view in range(views)]
             tensors[k] = (per_view[0] if views == 1 else torch.stack(per_view, dim=1)).contiguous()
         tmp = path.with_suffix(".tmp")
         save_file(tensors, str(tmp), metadata=recipe)
