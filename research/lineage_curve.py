@@ -14,7 +14,9 @@ own reconstructions of the renders (the best a stage 2 can reach through that co
 
 A point is ``--point "LABEL|STEPS|MINUTES|DIR"``: the cumulative transformer steps, the wall-
 clock minutes of that session's transformer training (from the model card), and the folder
-holding ``text_seed{0,1,2}.json`` (or ``text/seed{0,1,2}.json``). Without ``--point`` the
+holding ``text_seed{0,1,2}.json`` (or ``text/seed{0,1,2}.json``). A fifth field ``branch``
+marks a continuation that was not continued further (not shipped): it is drawn apart, from the
+point before it, and its hours do not add to the points after it. Without ``--point`` the
 shipped lineage below is used.
 """
 
@@ -46,7 +48,7 @@ LINEAGE = [
     ("+4,000, same recipe (v8)", 18900, 76.4, RESULTS / "armani_2026-12-04_v8"),
     ("+3,000, four condition draws per row (v9)", 21900, 71.0, RESULTS / "armani_2026-12-04_v9"),
     # v9 continued on the same rows and draws; not shipped (flat val CE, held-out worse)
-    ("+3,000, same rows (v10, not shipped)", 24900, 60.5, RESULTS / "armani_2026-12-04_v10"),
+    ("+3,000, same rows (v10, not shipped)", 24900, 60.5, RESULTS / "armani_2026-12-04_v10", "branch"),
 ]
 
 METRICS = (("part_accuracy", "part accuracy"), ("category", "category accuracy"), ("fid", "FID (classifier features)"))
@@ -76,12 +78,13 @@ def _value(report: dict, metric: str, anchor: str | None = None):
     return node.get(metric)
 
 
-def collect(points: list[tuple[str, int, float, Path]]) -> list[dict]:
+def collect(points: list[tuple]) -> list[dict]:
+    """One row per point ``(label, steps, minutes, folder[, "branch"])``."""
     rows = []
-    for label, steps, minutes, folder in points:
+    for label, steps, minutes, folder, *kind in points:
         reports = _reports(Path(folder))
         row = {"label": label, "steps": steps, "session_minutes": minutes, "reports": _shown(Path(folder)),
-               "seeds": [r.get("config", {}).get("seed") for r in reports]}
+               "branch": kind == ["branch"], "seeds": [r.get("config", {}).get("seed") for r in reports]}
         for metric, _ in METRICS:
             measured = stats([_value(r, metric) for r in reports])
             row[metric] = measured["mean"]
@@ -89,10 +92,11 @@ def collect(points: list[tuple[str, int, float, Path]]) -> list[dict]:
             for anchor in ("floor", "ceiling", "codebook"):
                 row[f"{metric}:{anchor}"] = stats([_value(r, metric, anchor) for r in reports])["mean"]
         rows.append(row)
-    hours = 0.0
+    hours = 0.0  # along the path that was continued; a branch adds its own hours to it only
     for row in rows:
-        hours += row["session_minutes"] / 60
-        row["cumulative_hours"] = round(hours, 2)
+        row["cumulative_hours"] = round(hours + row["session_minutes"] / 60, 2)
+        if not row["branch"]:
+            hours += row["session_minutes"] / 60
     return rows
 
 
@@ -103,10 +107,19 @@ def plot(rows: list[dict], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(METRICS), figsize=(4.4 * len(METRICS), 3.6))
-    steps = [r["steps"] for r in rows]
+    continued = [r for r in rows if not r["branch"]]
     for ax, (key, label) in zip(axes, METRICS):
-        ax.errorbar(steps, [r[key] for r in rows], yerr=[r[f"{key}:std"] for r in rows], fmt="o-",
-                    color="tab:blue", capsize=3, label="ARMANI (3 seeds)")
+        ax.errorbar([r["steps"] for r in continued], [r[key] for r in continued],
+                    yerr=[r[f"{key}:std"] for r in continued],
+                    fmt="o-", color="tab:blue", capsize=3, label="ARMANI (3 seeds)")
+        for i, r in enumerate(rows):
+            if not r["branch"]:
+                continue
+            before = next((q for q in reversed(rows[:i]) if not q["branch"]), None)
+            if before is not None:
+                ax.plot([before["steps"], r["steps"]], [before[key], r[key]], ls="--", color="tab:gray", lw=1)
+            ax.errorbar([r["steps"]], [r[key]], yerr=[r[f"{key}:std"]], fmt="o", mfc="white", color="tab:gray",
+                        capsize=3, label="not continued" if i == next(j for j, q in enumerate(rows) if q["branch"]) else None)
         anchors = (("ceiling", "tab:green", "--", "real render (ceiling)"),
                    ("codebook", "tab:purple", "-.", "codebook reconstruction"),
                    ("floor", "tab:red", ":", "random garment (floor)"))
@@ -114,7 +127,7 @@ def plot(rows: list[dict], path: Path) -> Path:
             value = rows[-1].get(f"{key}:{anchor}")
             if value is not None:
                 ax.axhline(value, color=color, ls=style, lw=1, label=name)
-        ax.set_xlabel("transformer training steps, cumulative (batch 16)")
+        ax.set_xlabel("transformer training steps along its lineage (batch 16)")
         ax.set_title(label, fontsize=10)
         if key == "fid":
             ax.set_yscale("log")
@@ -128,17 +141,17 @@ def plot(rows: list[dict], path: Path) -> Path:
     return path
 
 
-def _parse_point(spec: str) -> tuple[str, int, float, Path]:
+def _parse_point(spec: str) -> tuple:
     parts = spec.split("|")
-    if len(parts) != 4:
-        raise ValueError(f"--point takes 'LABEL|STEPS|MINUTES|DIR', got {spec!r}")
-    return parts[0], int(parts[1]), float(parts[2]), Path(parts[3])
+    if len(parts) not in (4, 5) or parts[4:] not in ([], ["branch"]):
+        raise ValueError(f"--point takes 'LABEL|STEPS|MINUTES|DIR' or 'LABEL|STEPS|MINUTES|DIR|branch', got {spec!r}")
+    return (parts[0], int(parts[1]), float(parts[2]), Path(parts[3]), *parts[4:])
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--point", action="append", default=[], help="LABEL|STEPS|MINUTES|DIR (default: the lineage)")
-    p.add_argument("--extra", action="append", default=[], help="LABEL|STEPS|MINUTES|DIR appended to the lineage")
+    p.add_argument("--point", action="append", default=[], help="LABEL|STEPS|MINUTES|DIR[|branch] (default: the lineage)")
+    p.add_argument("--extra", action="append", default=[], help="LABEL|STEPS|MINUTES|DIR[|branch] appended to the lineage")
     p.add_argument("--out", default="outputs/lineage_curve.json")
     p.add_argument("--figure", help="plot here")
     args = p.parse_args(argv)
@@ -154,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps({"points": rows}, indent=2) + "\n")
     for r in rows:
         print(f"{r['steps']:>6} {r['cumulative_hours']:5.2f} h  part {r['part_accuracy']:.3f}  "
-              f"category {r['category']:.2f}  FID {r['fid']:.0f}  {r['label']}")
+              f"category {r['category']:.2f}  FID {r['fid']:.0f}  {r['label']}{'  (branch)' if r['branch'] else ''}")
     print(f"wrote {out}")
     if args.figure:
         print(f"wrote {plot(rows, Path(args.figure))}")

@@ -200,6 +200,13 @@ def test_lineage_curve_reads_the_kept_reports_in_order(tmp_path):
     assert rows[1]["part_accuracy"] == pytest.approx(0.805) and rows[1]["category"] == pytest.approx(0.8)
     assert rows[1]["part_accuracy:floor"] == 0.5 and rows[1]["fid:ceiling"] == 120.0
     assert rows[0]["fid:codebook"] is None and (tmp_path / "curve.png").is_file()
+    # a branch that was not continued: its hours are its own, the next point continues from "first"
+    argv = ["--point", f"first|100|30|{tmp_path / 'a'}", "--point", f"side|200|30|{tmp_path / 'b'}|branch",
+            "--point", f"next|200|60|{tmp_path / 'b'}", "--out", str(out), "--figure", str(tmp_path / "curve.png")]
+    assert lineage_curve.main(argv) == 0
+    rows = json.loads(out.read_text())["points"]
+    assert [r["cumulative_hours"] for r in rows] == [0.5, 1.0, 1.5] and [r["branch"] for r in rows] == [False, True, False]
+    assert lineage_curve.main(["--point", f"x|1|1|{tmp_path / 'a'}|sideways", "--out", str(out)]) == 2
     assert lineage_curve.main(["--point", f"x|1|1|{tmp_path / 'missing'}", "--out", str(out)]) == 2
 
 
