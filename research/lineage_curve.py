@@ -49,6 +49,8 @@ LINEAGE = [
     ("+3,000, four condition draws per row (v9)", 21900, 71.0, RESULTS / "armani_2026-12-04_v9"),
     # v9 continued on the same rows and draws; not shipped (flat val CE, held-out worse)
     ("+3,000, same rows (v10, not shipped)", 24900, 60.5, RESULTS / "armani_2026-12-04_v10", "branch"),
+    # v9 continued one pass over 60,000 rows (40,000 of them new), resumed once after a session's end
+    ("+3,750 from v9, 60,000 rows (v11)", 25650, 105.1, RESULTS / "armani_2026-12-04_v11"),
 ]
 
 METRICS = (("part_accuracy", "part accuracy"), ("category", "category accuracy"), ("fid", "FID (classifier features)"))
