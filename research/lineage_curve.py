@@ -114,14 +114,16 @@ def plot(rows: list[dict], path: Path) -> Path:
         ax.errorbar([r["steps"] for r in continued], [r[key] for r in continued],
                     yerr=[r[f"{key}:std"] for r in continued],
                     fmt="o-", color="tab:blue", capsize=3, label="ARMANI (3 seeds)")
-        for i, r in enumerate(rows):
+        before, legend = None, "not continued"  # the legend names the first branch only
+        for r in rows:
             if not r["branch"]:
+                before = r
                 continue
-            before = next((q for q in reversed(rows[:i]) if not q["branch"]), None)
             if before is not None:
                 ax.plot([before["steps"], r["steps"]], [before[key], r[key]], ls="--", color="tab:gray", lw=1)
             ax.errorbar([r["steps"]], [r[key]], yerr=[r[f"{key}:std"]], fmt="o", mfc="white", color="tab:gray",
-                        capsize=3, label="not continued" if i == next(j for j, q in enumerate(rows) if q["branch"]) else None)
+                        capsize=3, label=legend)
+            legend = None
         anchors = (("ceiling", "tab:green", "--", "real render (ceiling)"),
                    ("codebook", "tab:purple", "-.", "codebook reconstruction"),
                    ("floor", "tab:red", ":", "random garment (floor)"))

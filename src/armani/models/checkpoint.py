@@ -59,7 +59,7 @@ def storage_dtype_of(storage_dtype: str) -> torch.dtype:
     return STORAGE_DTYPES[storage_dtype]
 
 
-def _replace_atomically(target: Path, write: Callable[[Path], None]) -> None:
+def replace_atomically(target: Path, write: Callable[[Path], None]) -> None:
     """Write ``target`` through a temporary file in the same folder, then rename it over
     ``target``: a reader sees the old file or the new one, never half of one."""
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
@@ -91,8 +91,8 @@ def write_checkpoint(
         for name, t in state.items()
     }
     text = json.dumps(dict(config_data), indent=2)
-    _replace_atomically(path / WEIGHTS_NAME, lambda tmp: save_file(tensors, str(tmp), metadata=dict(metadata or {})))
-    _replace_atomically(path / CONFIG_NAME, lambda tmp: tmp.write_text(text))
+    replace_atomically(path / WEIGHTS_NAME, lambda tmp: save_file(tensors, str(tmp), metadata=dict(metadata or {})))
+    replace_atomically(path / CONFIG_NAME, lambda tmp: tmp.write_text(text))
     return path
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from armani.models.checkpoint import replace_atomically
 from armani.models.cross_modal_encoding import encode_cross_modal
 from armani.models.losses import semantic_loss
 from armani.models.transformer import CrossModalTransformer
@@ -53,6 +54,18 @@ VIEWED_KEYS = ("sketch_ids", "partial_ids")
 def condition_views(tensors: dict[str, torch.Tensor]) -> int:
     """How many draws of the sketch / partial crop a token file holds per row (1: (N, L))."""
     return tensors["partial_ids"].shape[1] if tensors["partial_ids"].dim() == 3 else 1
+
+
+def _part_path(parts_dir: Path, view: int, first: int, end: int) -> Path:
+    """The saved part holding rows ``first..end-1`` of draw ``view`` while tokenizing."""
+    return parts_dir / f"draw{view}-rows{first:08d}-{end:08d}.safetensors"
+
+
+def _save_tokens(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """A token file or part: there whole or not at all."""
+    from safetensors.torch import save_file
+
+    replace_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
 class TokenDataset(torch.utils.data.Dataset):
@@ -142,7 +155,7 @@ class TransformerStage(GarmentStage):
         a new tokenizing (see :meth:`_tokenize`), which adds only the new rows. Procedural row
         ``i`` is the same garment and the same condition draws whatever the row count."""
         from safetensors import safe_open
-        from safetensors.torch import load_file, save_file
+        from safetensors.torch import load_file
 
         if self.cfg.data.source != "procedural":
             return False
@@ -159,11 +172,12 @@ class TransformerStage(GarmentStage):
         parts_dir = path.with_name(f"{path.stem}.parts")
         parts_dir.mkdir(parents=True, exist_ok=True)
         for view in range(views):
-            part = {k: v if k not in VIEWED_KEYS or views == 1 else v[:, view].contiguous()
-                    for k, v in tensors.items() if view == 0 or k in VIEWED_KEYS}
-            name = parts_dir / f"draw{view}-rows{0:08d}-{m:08d}.safetensors"
-            save_file(part, str(name.with_suffix(".tmp")), metadata={**recipe, "rows": str(n)})
-            name.with_suffix(".tmp").rename(name)
+            part = _part_path(parts_dir, view, 0, m)
+            if part.is_file():
+                continue  # made by an earlier, killed attempt at the same growth
+            _save_tokens(part, {k: v if k not in VIEWED_KEYS or views == 1 else v[:, view].contiguous()
+                                for k, v in tensors.items() if view == 0 or k in VIEWED_KEYS},
+                         {**recipe, "rows": str(n)})
         print(f"[{self.name}] {path.name} holds rows 0-{m - 1}; tokenizing rows {m}-{n - 1} to add to them", flush=True)
         return True
 
@@ -176,7 +190,7 @@ class TransformerStage(GarmentStage):
         instead of starting again (60,000 default-size rows take over half an hour here). The
         parts are joined into ``path`` at the end and removed."""
         from safetensors import safe_open
-        from safetensors.torch import load_file, save_file
+        from safetensors.torch import load_file
 
         from armani.data.transforms import collate
 
@@ -210,8 +224,8 @@ class TransformerStage(GarmentStage):
                 done.discard(old)  # beyond a gap: made again with the rest
                 parts.pop(old).unlink()
             for a in range(covered, n, TOKENIZE_PART_ROWS):
-                span = (a, min(n, a + TOKENIZE_PART_ROWS))
-                parts[(view, span)] = parts_dir / f"draw{view}-rows{span[0]:08d}-{span[1]:08d}.safetensors"
+                b = min(n, a + TOKENIZE_PART_ROWS)
+                parts[(view, (a, b))] = _part_path(parts_dir, view, a, b)
         spans = {view: sorted(span for v, span in parts if v == view) for view in range(views)}
         bar = tqdm(total=n * views, initial=sum(b - a for _, (a, b) in done), unit="row", desc=f"tokenizing {split}",
                    disable=not self.accelerator.is_local_main_process)
@@ -242,9 +256,7 @@ class TransformerStage(GarmentStage):
                     out["garment_tokens"].append(garment_token_mask(batch["mask"], vq.grid_size).to(torch.uint8))
                 bar.update(len(batch["index"]))
             parts_dir.mkdir(parents=True, exist_ok=True)
-            tmp = part.with_suffix(".tmp")
-            save_file({k: torch.cat(v).contiguous() for k, v in out.items() if v}, str(tmp), metadata=stamp)
-            tmp.rename(part)  # a part is there whole or not at all
+            _save_tokens(part, {k: torch.cat(v).contiguous() for k, v in out.items() if v}, stamp)
         bar.close()
 
         loaded = {key: load_file(str(part)) for key, part in parts.items()}
@@ -253,9 +265,7 @@ class TransformerStage(GarmentStage):
         for k in VIEWED_KEYS:
             per_view = [torch.cat([loaded[(view, span)][k] for span in spans[view]]) for view in range(views)]
             tensors[k] = (per_view[0] if views == 1 else torch.stack(per_view, dim=1)).contiguous()
-        tmp = path.with_suffix(".tmp")
-        save_file(tensors, str(tmp), metadata=recipe)
-        tmp.rename(path)
+        _save_tokens(path, tensors, recipe)
         shutil.rmtree(parts_dir)
 
     def train_dataset(self):
