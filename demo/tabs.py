@@ -98,13 +98,29 @@ def output_column(seen_label: str | None = None, elem_prefix: str | None = None,
 
 
 def generation_events(triggers: Sequence[Any], handler: Callable, inputs: list, outputs: GenerationOutputs,
-                      name: str, opts: dict[str, Any]) -> None:
-    """``/<name>_stream`` (previews, what the page runs) on ``triggers``, and ``/<name>`` for API clients."""
+                      name: str, opts: dict[str, Any], examples: gr.Examples | None = None) -> None:
+    """``/<name>_stream`` (previews, what the page runs) on ``triggers``, and ``/<name>`` for API
+    clients; a loaded example of ``examples`` also generates (see ``run_once_loaded``)."""
     # A lone trigger (``go.click``) wires the event itself: gr.on would run the same event but
     # record it in the page config slightly differently (``event_specific_args`` [] for null).
     listen = triggers[0] if len(triggers) == 1 else functools.partial(gr.on, list(triggers))
-    listen(streamed(handler), inputs, outputs.components(), api_name=f"{name}_stream", **opts)
+    event = listen(streamed(handler), inputs, outputs.components(), api_name=f"{name}_stream", **opts)
     api_only(handler, inputs, outputs.components(), name, opts)
+    if examples is not None:
+        run_once_loaded(examples, event, streamed(handler), inputs, outputs.components(), opts)
+
+
+def run_once_loaded(examples: gr.Examples, action: Any, fn: Callable, inputs: list, outputs: list,
+                    opts: dict[str, Any]) -> None:
+    """A clicked example runs its tab's action as soon as its values have arrived.
+
+    Gradio loads an example with a server round trip, and a button reads its inputs when it is
+    pressed: a Generate pressed before the example arrived ran on the old inputs (the previous
+    text with the new garment, say). Chained after the load, the action sees the example's
+    values; it cancels a run of ``action`` started meanwhile, whose outputs would otherwise land
+    last and describe the old inputs.
+    """
+    examples.load_input_event.then(fn, inputs, outputs, api_name=False, cancels=[action], **opts)
 
 
 def sampling_options(page: Page) -> list[gr.components.Component]:
@@ -134,10 +150,10 @@ def text_tab(page: Page) -> gr.Gallery:
                 num, seed = count_and_seed()
                 sampling = sampling_options(page)
                 go = gr.Button("Generate", variant="primary", elem_id="t2i-generate")
-                gr.Examples([[p] for p in EXAMPLE_PROMPTS], inputs=[text], label="Example prompts")
+                examples = gr.Examples([[p] for p in EXAMPLE_PROMPTS], inputs=[text], label="Example prompts")
             outputs = output_column(elem_prefix="t2i", object_fit="contain")
         generation_events([go.click, text.submit], page.handlers.text_to_image, [text, num, seed, *sampling],
-                          outputs, "text_to_image", page.opts)
+                          outputs, "text_to_image", page.opts, examples)
     return outputs.raw
 
 
@@ -164,8 +180,8 @@ def sketch_tab(page: Page) -> None:
                             low = gr.Slider(0, 500, value=settings.sketch_low, step=5, label="Low threshold")
                             high = gr.Slider(0, 500, value=settings.sketch_high, step=5, label="High threshold")
                         # an example brings its own caption, so text and sketch describe one garment
-                        gr.Examples([list(g) for g in page.garments[:4]], inputs=[photo, text],
-                                    label="Example photos (with their captions)", visible_columns=[0])
+                        examples = gr.Examples([list(g) for g in page.garments[:4]], inputs=[photo, text],
+                                               label="Example photos (with their captions)", visible_columns=[0])
                 num, seed = count_and_seed()
                 go = gr.Button("Generate", variant="primary")
             outputs = output_column(seen_label="The sketch the model saw")
@@ -176,12 +192,12 @@ def sketch_tab(page: Page) -> None:
         gr.on([photo.change, low.release, high.release], h.canny_preview, [photo, low, high], preview,
               api_name="canny_preview", trigger_mode="always_last", **page.opts)
         generation_events([go.click], h.sketch_to_image, [text, source, pad, photo, low, high, num, seed], outputs,
-                          "sketch_to_image", page.opts)
+                          "sketch_to_image", page.opts, examples)
 
 
 def partial_tab(page: Page) -> None:
     """Text + partial → garment: keep a random crop, a brushed region or a box of an uploaded garment."""
-    with gr.Tab("Text + partial → garment", id="partial"):
+    with gr.Tab("Text + partial → garment", id="partial", elem_id="partial-tab"):
         with gr.Row():
             with gr.Column(scale=2):
                 # Empty by default: a fixed prompt would describe another garment than the one uploaded.
@@ -203,13 +219,14 @@ def partial_tab(page: Page) -> None:
                 num, seed = count_and_seed(seed_info="Also picks the random crop.")
                 go = gr.Button("Generate", variant="primary")
                 # only the picture is shown (a caption column would be cut off at this width)
-                gr.Examples([list(g) for g in page.garments[:4]], inputs=[editor, text],
-                            label="Example garments (with their captions)", visible_columns=[0])
-            outputs = output_column(seen_label="The partial image the model saw (grey = not given)")
+                examples = gr.Examples([list(g) for g in page.garments[:4]], inputs=[editor, text],
+                                       label="Example garments (with their captions)", visible_columns=[0])
+            outputs = output_column(seen_label="The partial image the model saw (grey = not given)",
+                                    elem_prefix="partial")
         box = (left, top, right, bottom)
         gr.on([s.release for s in box], lambda: "box", None, region, api_name=False)  # moving the box selects it
         generation_events([go.click], page.handlers.partial_to_image, [text, editor, region, *box, num, seed],
-                          outputs, "partial_to_image", page.opts)
+                          outputs, "partial_to_image", page.opts, examples)
 
 
 def heatmaps_tab(page: Page) -> None:
@@ -224,7 +241,7 @@ def heatmaps_tab(page: Page) -> None:
                 text = gr.Textbox(label="Text", lines=2, max_length=MAX_TEXT_CHARS,
                                   value="a shirt with a collar, long sleeves and a pocket")
                 go = gr.Button("Show heatmaps", variant="primary")
-                gr.Examples(page.garments, inputs=[image, text], label="Garments from the procedural dataset")
+                examples = gr.Examples(page.garments, inputs=[image, text], label="Garments from the procedural dataset")
             with gr.Column(scale=3):
                 gallery = gr.Gallery(label="Heatmap per word", columns=4, height="auto", format="png",
                                      elem_id="heatmaps-gallery")
@@ -234,8 +251,9 @@ def heatmaps_tab(page: Page) -> None:
                                          label="Word → part → score", interactive=False, scale=2)
                 with gr.Accordion("As one figure (the paper's Fig. 6)", open=False):
                     figure = gr.Image(label="Heatmaps", interactive=False, format="png")
-        go.click(page.handlers.heatmaps, [image, text], [gallery, parts, table, figure], api_name="heatmaps",
-                 **page.opts)
+        shown = [gallery, parts, table, figure]
+        action = go.click(page.handlers.heatmaps, [image, text], shown, api_name="heatmaps", **page.opts)
+        run_once_loaded(examples, action, page.handlers.heatmaps, [image, text], shown, page.opts)
 
 
 def compare_tab(page: Page) -> None:
@@ -258,15 +276,16 @@ def compare_tab(page: Page) -> None:
                 chosen = gr.CheckboxGroup(methods, value=methods, label="Methods",
                                           info="each one adds its sampling time")
                 go = gr.Button("Compare", variant="primary")
-                gr.Examples([[p] for p in EXAMPLE_PROMPTS], inputs=[text], label="Example prompts")
+                examples = gr.Examples([[p] for p in EXAMPLE_PROMPTS], inputs=[text], label="Example prompts")
             with gr.Column(scale=3):
                 gallery = gr.Gallery(label="One garment per method", columns=max(1, min(4, len(methods))),
                                      height="auto", format="png", elem_classes="garments")
                 table = gr.Dataframe(headers=["method", "seconds", "MaskCLIP", "part verdict", "notes"],
                                      label="Scores", interactive=False)
                 status = gr.Markdown()
-        go.click(page.handlers.compare, [text, sketch, partial, seed, chosen], [gallery, table, status],
-                 api_name="compare", **page.opts)
+        compared = [text, sketch, partial, seed, chosen]
+        action = go.click(page.handlers.compare, compared, [gallery, table, status], api_name="compare", **page.opts)
+        run_once_loaded(examples, action, page.handlers.compare, compared, [gallery, table, status], page.opts)
 
 
 def edit_tab(page: Page, first_garments: gr.Gallery) -> None:

@@ -1,6 +1,7 @@
 """The app in a real browser: Playwright drives Debian's Chromium (never `playwright install`;
 run.sh's test branch installs the browser with apt). A person's path: type a prompt, click
-Generate, see garments; then the heatmaps of an example garment.
+Generate, see garments; then the heatmaps of an example garment; then an example garment on the
+partial tab with Generate pressed before the example has arrived.
 
 Screenshots go to the test's tmp dir, or to $ARMANI_SCREENSHOTS when set (to look at them).
 """
@@ -91,3 +92,35 @@ def test_heatmaps_of_an_example_garment(page, shots):
                            ".filter(e => e.complete && e.naturalWidth > 0).length >= 3")
     page.screenshot(path=str(shots / "heatmaps.png"), full_page=True)
     assert _shown_images(page, "#heatmaps-gallery") >= 3
+
+
+def test_an_example_pressed_then_generate_gives_the_examples_garment(page, shots):
+    """Loading an example is a server round trip. Here it is held back until Generate has been
+    pressed (the click a person makes right after picking an example): what the page ends up
+    showing must be made from the example's garment and caption, not the inputs from before."""
+    from demo.examples import example_garments
+
+    caption = example_garments()[1][1]
+    page.get_by_role("tab", name="Text + partial → garment").click()
+    panel = page.locator("#partial-tab")
+    held = []
+
+    def hold(route):
+        held.append(route)
+
+    page.route("**/run/predict**", hold)  # Gradio's unqueued calls; loading an example is one
+    panel.locator("button.gallery-item").nth(1).click()  # one picture per example: shown as a gallery
+    while not held:
+        page.wait_for_timeout(50)
+    panel.get_by_role("button", name="Generate").click()
+    page.wait_for_timeout(500)  # that run is queued on the old inputs (no garment, no text)
+    for route in held:
+        route.continue_()
+    page.unroute("**/run/predict**", hold)
+    status = page.locator("#partial-status")
+    status.get_by_text("4 images in").wait_for()
+    page.wait_for_function("() => document.querySelector('#partial-status').innerText.toLowerCase()"
+                           f".includes({caption.split()[0].lower()!r} + ' ' + {caption.split()[1].lower()!r})")
+    page.screenshot(path=str(shots / "partial_example.png"), full_page=True)
+    assert _shown_images(page, "#partial-gallery") >= 4
+    assert "random 25% crop" in status.inner_text()
