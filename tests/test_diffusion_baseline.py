@@ -88,13 +88,13 @@ def test_text_tower_is_the_frozen_maskclip_text_encoder(diffusion_run, pipe):
 
 
 def test_seeded_images_of_the_right_size(pipe):
-    a = pipe(text="red t-shirt with a chest pocket", num_images=2, seed=0, num_inference_steps=4)
-    b = pipe(text="red t-shirt with a chest pocket", num_images=2, seed=0, num_inference_steps=4)
-    c = pipe(text="red t-shirt with a chest pocket", num_images=2, seed=1, num_inference_steps=4)
+    a = pipe(text="red t-shirt with short sleeves and a chest pocket", num_images=2, seed=0, num_inference_steps=4)
+    b = pipe(text="red t-shirt with short sleeves and a chest pocket", num_images=2, seed=0, num_inference_steps=4)
+    c = pipe(text="red t-shirt with short sleeves and a chest pocket", num_images=2, seed=1, num_inference_steps=4)
     assert len(a.images) == 2 and all(im.size == (32, 32) and im.mode == "RGB" for im in a.images)
     assert np.array_equal(_arrays(a), _arrays(b))
     assert not np.array_equal(_arrays(a), _arrays(c))
-    assert a.text == "red t - shirt with a chest pocket"
+    assert a.text == "red t - shirt with short sleeves and a chest pocket"
     assert a.ids.shape == (2, 0)
     assert _arrays(a).std() > 5  # not a flat image
 

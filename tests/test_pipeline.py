@@ -23,13 +23,13 @@ def _photo(h=300, w=200, seed=0):
 
 
 def test_text_to_images_is_seeded(tiny_pipeline):
-    a = tiny_pipeline(text="navy shirt with five buttons", num_images=3, seed=7)
-    b = tiny_pipeline(text="navy shirt with five buttons", num_images=3, seed=7)
-    c = tiny_pipeline(text="navy shirt with five buttons", num_images=3, seed=8)
+    a = tiny_pipeline(text="navy shirt with long sleeves and five buttons", num_images=3, seed=7)
+    b = tiny_pipeline(text="navy shirt with long sleeves and five buttons", num_images=3, seed=7)
+    c = tiny_pipeline(text="navy shirt with long sleeves and five buttons", num_images=3, seed=8)
     S = tiny_pipeline.image_size
     assert len(a.images) == 3 and all(im.size == (S, S) and im.mode == "RGB" for im in a.images)
     assert torch.equal(a.ids, b.ids) and not torch.equal(a.ids, c.ids)
-    assert a.text == "navy shirt with five buttons" and a.notes == []
+    assert a.text == "navy shirt with long sleeves and five buttons" and a.notes == []
 
 
 @pytest.mark.parametrize("conds", ["text", "text+sketch", "text+partial", "text+sketch+partial", "sketch",
@@ -163,6 +163,24 @@ def test_tokens_inside_the_kept_region_come_from_its_encoding(tiny_pipeline):
     finally:
         tiny_pipeline.settings.keep_tokens = True
     assert not all(torch.equal(ids[cells], encoded[cells]) for ids in free.ids)
+
+
+def test_a_top_named_without_its_sleeve_length_is_read_with_its_usual_one(tiny_pipeline):
+    """Training captions always name the sleeve length (without it the model draws no sleeves):
+    the pipeline reads "a pink coat" as "a pink long-sleeved coat", says so, and can be told not to."""
+    out = tiny_pipeline(text="a pink coat with a belt", num_images=1, seed=0)
+    assert any("no sleeve length named" in n and "'long-sleeved'" in n for n in out.notes), out.notes
+    completed, read = tiny_pipeline.prepare_text("a pink coat with a belt", [])
+    named, _ = tiny_pipeline.prepare_text("a pink long-sleeved coat with a belt", [])
+    assert torch.equal(completed, named) and out.text == read
+    tiny_pipeline.settings.complete_sleeve_length = False
+    try:
+        raw = tiny_pipeline(text="a pink coat with a belt", num_images=1, seed=0)
+        plain, _ = tiny_pipeline.prepare_text("a pink coat with a belt", [])
+    finally:
+        tiny_pipeline.settings.complete_sleeve_length = True
+    assert not torch.equal(plain, named) and not any("sleeve" in n for n in raw.notes)
+    assert "sleeved" not in raw.text
 
 
 @pytest.mark.parametrize("kwargs, message", [

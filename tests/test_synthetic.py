@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
 import cv2
@@ -13,7 +14,14 @@ import numpy as np
 import pytest
 
 from armani.data import synthetic
-from armani.data.captions import CATEGORY_WORDS, NOISE_PHRASES, NUMBER_WORDS, PATTERN_WORDS
+from armani.data.captions import (
+    CATEGORY_WORDS,
+    NOISE_PHRASES,
+    NUMBER_WORDS,
+    PATTERN_WORDS,
+    TYPICAL_SLEEVE,
+    complete_sleeve_length,
+)
 from armani.data.synthetic import (
     CATEGORIES,
     COLORS,
@@ -152,6 +160,34 @@ def test_caption_content_example():
         assert "navy" in c.lower() and re.search(r"\bfive[ -]button", c.lower()) and "on the left" in c.lower()
     assert any("long-sleeved" in c for c in captions) and any("long sleeves" in c for c in captions)
     assert any(any(n in c for n in NOISE_PHRASES) for c in captions)
+
+
+def test_a_prompt_without_a_sleeve_length_gets_the_one_its_garment_has_most_often():
+    """Captions always name the sleeve length, so the model reads a prompt that does not as
+    sleeveless; ``complete_sleeve_length`` adds the length the generator draws most often for
+    that category, and leaves every caption the generator writes (the evaluation's prompts) as
+    it is."""
+    drawn: dict[str, Counter] = {}
+    rng = np.random.default_rng(0)
+    for _ in range(3000):
+        a = sample_attributes(rng)
+        drawn.setdefault(a["category"], Counter())[a["sleeve"]] += 1
+    typical = {cat: c.most_common(1)[0][0] for cat, c in drawn.items() if None not in c}
+    assert TYPICAL_SLEEVE == typical
+    for seed in range(3):  # the evaluation's prompts: seeds 0-2, rows 0-49 of val and heldout
+        for split in ("train", "val", "heldout"):
+            for i in range(200):
+                rng = synthetic.row_rng(seed, split, i)
+                caption = write_caption(sample_attributes(rng, split), rng)
+                assert complete_sleeve_length(caption) == (caption, None), caption
+    assert complete_sleeve_length("a pink coat with a belt, two buttons and a hood") == (
+        "a pink long-sleeved coat with a belt, two buttons and a hood", "long-sleeved")
+    assert complete_sleeve_length("Red T-shirt") == ("Red short-sleeved T-shirt", "short-sleeved")
+    assert complete_sleeve_length("navy polo shirt") == ("navy short-sleeved polo shirt", "short-sleeved")
+    assert complete_sleeve_length("a tank top")[1] == "sleeveless"
+    for unchanged in ("a coat with short sleeves", "a long-sleeved tee", "a sleeveless dress", "green trousers",
+                      "something warm", "a short sleeve shirt"):
+        assert complete_sleeve_length(unchanged) == (unchanged, None)
 
 
 def test_noise_phrases_say_nothing_about_the_garment():

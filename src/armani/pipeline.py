@@ -98,6 +98,10 @@ class PipelineSettings:
     # the garment is drawn around the kept part instead of beside it (False: the model sees the
     # kept region only through the partial-image tokens).
     keep_tokens: bool = True
+    # A prompt naming a top but no sleeve length gets the length most such garments are trained
+    # with ("a pink coat" -> "a pink long-sleeved coat"): captions always name it, and without
+    # it the model draws no sleeves. The note and the read text say what was added.
+    complete_sleeve_length: bool = True
 
 
 @dataclass
@@ -242,7 +246,7 @@ class ArmaniPipeline:
 
     # -- input preparation --------------------------------------------------------------------
     def prepare_text(self, text: str | None, notes: list[str]) -> tuple[torch.Tensor | None, str | None]:
-        return read_text(self.tokenizer, text, notes)
+        return read_text(self.tokenizer, text, notes, self.settings.complete_sleeve_length)
 
     def _image(self, x, what: str, notes: list[str]) -> Image.Image:
         try:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from armani.data.captions import complete_sleeve_length
 from armani.locations import CHECKPOINT_ENV, checkpoints_dir, shipped_checkpoint
 from armani.models.vqgan import CheckpointError
 from armani.text import GarmentTokenizer
@@ -86,11 +87,14 @@ class GarmentPipeline(Protocol):
 
 
 # -- shared by the pipeline classes --------------------------------------------------------------
-def read_text(tokenizer: GarmentTokenizer, text: str | None, notes: list[str]) -> tuple[torch.Tensor | None, str | None]:
+def read_text(tokenizer: GarmentTokenizer, text: str | None, notes: list[str],
+              complete_sleeve: bool = True) -> tuple[torch.Tensor | None, str | None]:
     """Text -> (token ids (1, L), the text as the model read it); (None, None) for no text.
 
     A text with no words raises :class:`PipelineInputError`; truncation and unknown word
-    pieces are reported in ``notes``.
+    pieces are reported in ``notes``. ``complete_sleeve``: a top named without its sleeve
+    length gets its usual one (:func:`armani.data.captions.complete_sleeve_length`; training
+    captions always name it), also reported in ``notes``.
     """
     if text is None:
         return None, None
@@ -100,6 +104,11 @@ def read_text(tokenizer: GarmentTokenizer, text: str | None, notes: list[str]) -
         if text.strip():
             raise PipelineInputError("the text has no words after cleaning (only symbols); describe the garment")
         return None, None
+    if complete_sleeve:
+        text, added = complete_sleeve_length(text)
+        if added:
+            notes.append(f"no sleeve length named: read as '{added}', the length this garment is usually "
+                         "trained with (name one to choose)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         tokens = tokenizer([text])

@@ -299,6 +299,7 @@ class DiffusionSettings:
 
     name: str = "diffusion"
     description: str = "Diffusion baseline: text -> garment (pixel-space UNet on ARMANI's text encoder)"
+    complete_sleeve_length: bool = True  # as ArmaniPipeline's setting of that name
     sampler: Literal["dpm++", "ddim"] = "dpm++"
     num_inference_steps: int = 20
     guidance_scale: float = 3.0
@@ -374,7 +375,7 @@ class DiffusionBaselinePipeline:
     # -- generation ---------------------------------------------------------------------------
     def prepare_text(self, text: str | None, notes: list[str]) -> tuple[torch.Tensor | None, str | None]:
         """The same text checks and notes as ArmaniPipeline's."""
-        return read_text(self.tokenizer, text, notes)
+        return read_text(self.tokenizer, text, notes, self.settings.complete_sleeve_length)
 
     def encode_text(self, text_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.text_encoder(text_ids)

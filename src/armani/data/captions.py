@@ -16,6 +16,8 @@ those sentences contain no category, colour, pattern, part or number word.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from armani.data.garments import BOTTOMS
@@ -62,6 +64,40 @@ _POCKET_KINDS: dict[str, tuple[str, ...]] = {
     "coat": ("patch",), "hoodie": ("pouch", "kangaroo"), "dress": ("side", "slanted"),
     "skirt": ("side", "slanted"), "trousers": ("side", "slanted", "hip"), "shorts": ("side", "slanted", "hip"),
 }
+
+
+# The sleeve length each top is drawn with most often by ``armani.data.synthetic`` (bottoms have
+# none). A caption always names it, so a model trained on these captions reads a prompt that does
+# not as "no sleeves" (a coat with a belt is drawn sleeveless); ``complete_sleeve_length`` adds it.
+TYPICAL_SLEEVE: dict[str, str] = {
+    "t-shirt": "short", "shirt": "long", "polo": "short", "dress": "sleeveless", "jacket": "long",
+    "coat": "long", "hoodie": "long", "tank top": "sleeveless", "sweater": "long",
+}
+_SLEEVE_LENGTH = re.compile(r"\bsleeveless\b|\b(?:long|short)[- ]sleeve[sd]?\b", re.IGNORECASE)
+_CATEGORY_NOUN = re.compile(
+    r"\b(" + "|".join(sorted((re.escape(w) for ws in CATEGORY_WORDS.values() for w in ws), key=len, reverse=True))
+    + r")\b", re.IGNORECASE)
+_NOUN_CATEGORY = {w: cat for cat, ws in CATEGORY_WORDS.items() for w in ws}
+
+
+def complete_sleeve_length(text: str) -> tuple[str, str | None]:
+    """``text`` with the sleeve length of its garment added when it names a top but no length.
+
+    Returns (text, the words added or None). The length is the category's most common one in
+    training (:data:`TYPICAL_SLEEVE`), put before the first category noun as captions put it:
+    "a pink coat with a belt" -> "a pink long-sleeved coat with a belt". A text that names a
+    length, names no category, or names a bottom comes back unchanged.
+    """
+    if _SLEEVE_LENGTH.search(text):
+        return text, None
+    noun = _CATEGORY_NOUN.search(text)
+    if noun is None:
+        return text, None
+    sleeve = TYPICAL_SLEEVE.get(_NOUN_CATEGORY[noun.group(1).lower()])
+    if sleeve is None:
+        return text, None
+    words = "sleeveless" if sleeve == "sleeveless" else f"{sleeve}-sleeved"
+    return text[: noun.start()] + words + " " + text[noun.start():], words
 
 
 def _pick(rng: np.random.Generator, options) -> str:
