@@ -51,6 +51,8 @@ LINEAGE = [
     ("+3,000, same rows (v10, not shipped)", 24900, 60.5, RESULTS / "armani_2026-12-04_v10", "branch"),
     # v9 continued one pass over 60,000 rows (40,000 of them new), resumed once after a session's end
     ("+3,750 from v9, 60,000 rows (v11)", 25650, 105.1, RESULTS / "armani_2026-12-04_v11"),
+    # v11 continued one pass over 120,000 rows (60,000 of them new), resumed twice at sessions' ends
+    ("+7,500, 120,000 rows (v12)", 33150, 168.4, RESULTS / "armani_2026-12-04_v12"),
 ]
 
 METRICS = (("part_accuracy", "part accuracy"), ("category", "category accuracy"), ("fid", "FID (classifier features)"))
