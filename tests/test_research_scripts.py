@@ -1,4 +1,5 @@
-"""research/prompt_grid.py, compute_curve.py, ce_split.py, condition_gain.py, codebook_anchor.py and lineage_curve.py."""
+"""research/prompt_grid.py, compute_curve.py, ce_split.py, condition_gain.py, codebook_anchor.py, lineage_curve.py
+and sleeve_completion.py."""
 
 from __future__ import annotations
 
@@ -219,3 +220,17 @@ def test_bench_transformer_compile_times_real_training_steps():
     small = dataclasses.replace(config, width=32, layers=1, heads=2)
     row = bench_transformer_compile.time_steps(small, compiled=False, batch_size=2, steps=2, warmup=1)
     assert row["median_s_per_step"] > 0 and np.isfinite(row["final_loss"]) and not row["compiled"]
+
+
+def test_the_shipped_model_draws_the_usual_sleeves_once_the_prompt_is_completed(tmp_path):
+    """Coats and hoodies asked for without a sleeve length: with the pipeline's completion the
+    attribute classifier reads the category's usual length (long) in (nearly) every image, and
+    in clearly fewer without it (the shipped model: 0.25 and 0.42 at 4 images per prompt)."""
+    import sleeve_completion
+
+    out = tmp_path / "s.json"
+    assert sleeve_completion.main(["--categories", "coat", "hoodie", "--samples", "2", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["per_category"]
+    for category in ("coat", "hoodie"):
+        assert rows[category]["with: usual length"] >= 0.8, rows
+        assert rows[category]["without: usual length"] <= rows[category]["with: usual length"] - 0.3, rows
