@@ -62,7 +62,7 @@ def _shown_images(page, selector: str) -> int:
 
 def test_type_prompt_generate_and_see_garments(page, shots):
     assert "ARMANI" in page.locator("#title").inner_text()
-    page.get_by_role("tab", name="About").wait_for()  # the title can be up before the tab bar is
+    page.get_by_role("tab", name="About").first.wait_for()  # the title can be up before the tab bar is
     tabs = [t.strip() for t in page.get_by_role("tab").all_inner_texts()]
     assert tabs[:8] == ["Text → garment", "Text + sketch → garment", "Text + partial → garment", "MaskCLIP heatmaps",
                         "Compare", "Part editing", "Search", "About"]
