@@ -104,10 +104,11 @@ def generation_events(triggers: Sequence[Any], handler: Callable, inputs: list, 
     # A lone trigger (``go.click``) wires the event itself: gr.on would run the same event but
     # record it in the page config slightly differently (``event_specific_args`` [] for null).
     listen = triggers[0] if len(triggers) == 1 else functools.partial(gr.on, list(triggers))
-    event = listen(streamed(handler), inputs, outputs.components(), api_name=f"{name}_stream", **opts)
+    with_previews = streamed(handler)
+    event = listen(with_previews, inputs, outputs.components(), api_name=f"{name}_stream", **opts)
     api_only(handler, inputs, outputs.components(), name, opts)
     if examples is not None:
-        run_once_loaded(examples, event, streamed(handler), inputs, outputs.components(), opts)
+        run_once_loaded(examples, event, with_previews, inputs, outputs.components(), opts)
 
 
 def run_once_loaded(examples: gr.Examples, action: Any, fn: Callable, inputs: list, outputs: list,
