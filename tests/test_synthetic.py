@@ -272,6 +272,15 @@ def test_generate_dataset_independent_of_workers():
     assert one[299]["caption"] == generate_row(299, 32, seed=1)["caption"]
 
 
+def test_generate_dataset_from_a_later_row_draws_the_same_garments():
+    whole = generate_dataset(300, size=32, seed=1, workers=1, progress=False)
+    tail = generate_dataset(300, size=32, seed=1, workers=2, progress=False, start=260)
+    assert len(tail) == 40 and tail.data.table.equals(whole.select(range(260, 300)).data.table)
+    assert tail._fingerprint != whole._fingerprint
+    with pytest.raises(ValueError, match="start"):
+        generate_dataset(300, size=32, start=300, progress=False)
+
+
 def test_cli_writes_a_readable_dataset_and_refuses_to_clobber(tmp_path: Path, capsys):
     import datasets
 

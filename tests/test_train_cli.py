@@ -217,6 +217,40 @@ def test_stage_two_reads_more_procedural_rows_without_retraining_stage_one(tmp_p
 
 
 @pytest.mark.slow
+def test_stage_two_can_train_on_only_rows_it_has_not_seen(tmp_path, tiny_run):
+    """train.transformer.first_row: stage 2 draws and tokenizes only rows first_row..N-1 (a
+    continued run reads only new garments), the stage-1 parts stay reusable, and its token file
+    is refused by a run that asks for other rows."""
+    from armani.data.synthetic import generate_row
+    from armani.text import GarmentTokenizer
+
+    run = tmp_path / "window"
+    out = _finish(_train(run, tiny_run / "data", "transformer", "--reuse", str(tiny_run),
+                         "train.transformer.num_train=128", "train.transformer.first_row=96"))
+    assert "[vqgan] reused" in out and "[sketch_tokenizer] reused" in out
+    tokens = load_file(str(run / "transformer" / "tokens-train.safetensors"))
+    assert len(tokens["index"]) == 32  # rows 96..127 only
+    tok = GarmentTokenizer.from_pretrained(run / "tokenizer")
+    for j in (0, 31):  # row j of the file is the generator's row 96 + j
+        caption = generate_row(96 + j, 32, seed=0)["caption"]
+        assert torch.equal(tokens["text_ids"][j], tok([caption], warn=False).ids[0])
+    base = load_file(str(tiny_run / "transformer" / "tokens-train.safetensors"))
+    assert not torch.equal(tokens["text_ids"], base["text_ids"][:32])
+
+    other = tmp_path / "other" / "transformer"
+    other.mkdir(parents=True)
+    (other / "tokens-train.safetensors").write_bytes((run / "transformer" / "tokens-train.safetensors").read_bytes())
+    proc = _train(other.parent, tiny_run / "data", "transformer", "--reuse", str(tiny_run),
+                  "train.transformer.num_train=128", "train.transformer.first_row=64")
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode != 0 and "first_row" in out and "delete it to tokenize again" in out
+    proc = _train(tmp_path / "bad", tiny_run / "data", "transformer", "--reuse", str(tiny_run),
+                  "train.transformer.first_row=96")  # tiny reads 96 rows: nothing left
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode != 0 and "first_row must be below the 96 rows" in out
+
+
+@pytest.mark.slow
 def test_condition_views_give_each_epoch_its_own_sketch_and_partial_draw(tmp_path, tiny_run):
     """transformer.condition_views / drawn_sketch_prob: the training file holds V draws of every
     row's sketch and partial crop (the dataset's epochs 0..V-1, some sketches drawn by hand),

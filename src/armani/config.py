@@ -60,6 +60,10 @@ class OptimConfig:
     # more rows than the stage-1 models it builds on were trained with, without changing their
     # inputs (``--reuse`` still finds them identical).
     num_train: int | None = None
+    # Procedural only: train on rows ``first_row`` .. N-1 (N: ``num_train`` or ``data.num_train``)
+    # instead of 0 .. N-1. A continued stage 2 then reads only garments its earlier runs never saw
+    # and tokenizes only them, instead of every row from 0 again. The stage-1 inputs do not change.
+    first_row: int = 0
 
 
 @dataclass

@@ -315,8 +315,9 @@ def dataset_features():
 
 def generate_dataset(num: int, size: int = 64, seed: int = 0, split: str = "train",
                      heldout: Sequence[HeldoutCombo] = DEFAULT_HELDOUT, workers: int | None = None,
-                     progress: bool = True):
-    """Draw ``num`` rows into an in-memory ``datasets.Dataset`` (columns image, mask, caption, attributes).
+                     progress: bool = True, start: int = 0):
+    """Draw rows ``start`` .. ``num - 1`` into an in-memory ``datasets.Dataset`` (columns image,
+    mask, caption, attributes). Row ``i`` is the same garment whatever ``start`` and ``num`` are.
 
     Rows are drawn in chunks of 256 by a multiprocessing pool of ``workers`` processes
     (default ``os.cpu_count()``; 1 draws in this process). The result, its fingerprint
@@ -327,14 +328,16 @@ def generate_dataset(num: int, size: int = 64, seed: int = 0, split: str = "trai
 
     if num < 1:
         raise ValueError(f"num must be >= 1, got {num}")
+    if not 0 <= start < num:
+        raise ValueError(f"start must be in 0 .. num - 1 = {num - 1}, got {start}")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
     heldout = tuple(heldout)
     workers = max(1, int(workers or os.cpu_count() or 1))
-    tasks = [(s, min(s + _CHUNK, num), int(size), int(seed), split, heldout) for s in range(0, num, _CHUNK)]
+    tasks = [(s, min(s + _CHUNK, num), int(size), int(seed), split, heldout) for s in range(start, num, _CHUNK)]
     features = dataset_features()
     parts = []
-    with tqdm(total=num, desc=f"drawing {split} garments", unit="img", disable=not progress) as bar:
+    with tqdm(total=num - start, desc=f"drawing {split} garments", unit="img", disable=not progress) as bar:
         if workers == 1 or len(tasks) == 1:
             results = map(_render_chunk, tasks)
             pool = None
@@ -352,8 +355,11 @@ def generate_dataset(num: int, size: int = 64, seed: int = 0, split: str = "trai
                 pool.close()
                 pool.join()
     dataset = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
-    recipe = json.dumps({"num": num, "size": size, "seed": seed, "split": split,
-                         "heldout": [asdict(c) for c in heldout], "version": 1}, sort_keys=True)
+    recipe = {"num": num, "size": size, "seed": seed, "split": split, "heldout": [asdict(c) for c in heldout],
+              "version": 1}
+    if start:  # rows from 0 keep the fingerprint they always had
+        recipe["start"] = start
+    recipe = json.dumps(recipe, sort_keys=True)
     return dataset.select_columns(list(features), new_fingerprint=hashlib.sha256(recipe.encode()).hexdigest()[:16])
 
 

@@ -29,22 +29,27 @@ _EXTRA_WORDS = (
 )
 
 
-def _procedural_dir(cfg, split: str, num: int) -> Path:
+def _procedural_dir(cfg, split: str, num: int, first: int = 0) -> Path:
     held = "heldout" if cfg.heldout else "noheldout"
-    return Path(cfg.cache_dir) / f"procedural-{cfg.image_size}px-{held}-seed{cfg.seed}" / f"{split}-{num}"
+    rows = f"{split}-{num}" if not first else f"{split}-rows{first}-{num}"
+    return Path(cfg.cache_dir) / f"procedural-{cfg.image_size}px-{held}-seed{cfg.seed}" / rows
 
 
-def procedural_split(cfg, split: str, accelerator=None) -> datasets.Dataset:
-    """The procedural ``split`` ("train", "val", "heldout"), generated once and cached."""
+def procedural_split(cfg, split: str, accelerator=None, first: int = 0) -> datasets.Dataset:
+    """The procedural ``split`` ("train", "val", "heldout"), generated once and cached; with
+    ``first``, only its rows ``first`` .. N-1."""
     from armani.data.synthetic import DEFAULT_HELDOUT, generate_dataset
 
     num = {"train": cfg.num_train, "val": cfg.num_val, "heldout": cfg.num_heldout}[split]
-    path = _procedural_dir(cfg, split, num)
+    if not 0 <= first < num:
+        raise ValueError(f"the first row of the {split} split must be in 0 .. {num - 1} (it has {num} rows), "
+                         f"got {first}")
+    path = _procedural_dir(cfg, split, num, first)
     ctx = accelerator.main_process_first() if accelerator is not None else nullcontext()
     with ctx:
         if not (path / "dataset_info.json").is_file():
             ds = generate_dataset(num, size=cfg.image_size, seed=cfg.seed, split=split,
-                                  heldout=DEFAULT_HELDOUT if cfg.heldout else ())
+                                  heldout=DEFAULT_HELDOUT if cfg.heldout else (), start=first)
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(path.name + ".tmp")
             ds.save_to_disk(str(tmp))

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from armani.parts import NUM_PARTS
-from armani.training.data import load_split, run_tokenizer, torch_dataset
+from armani.training.data import load_split, procedural_split, run_tokenizer, torch_dataset
 from armani.training.engine import OptimConfig, Stage
 
 
@@ -23,7 +23,7 @@ class GarmentStage(Stage):
 
     @cached_property
     def train_hf(self):
-        data, rows = self.cfg.data, self.optim.num_train
+        data, rows, first = self.cfg.data, self.optim.num_train, int(self.optim.first_row)
         if rows is not None:
             if data.source != "procedural":
                 raise ValueError(f"train.{self.name}.num_train sets how many procedural rows to draw; "
@@ -31,6 +31,14 @@ class GarmentStage(Stage):
             if rows < 1:
                 raise ValueError(f"train.{self.name}.num_train must be a positive number of rows, got {rows}")
             data = dataclasses.replace(data, num_train=int(rows))
+        if first:
+            if data.source != "procedural":
+                raise ValueError(f"train.{self.name}.first_row picks procedural rows; data.source is "
+                                 f"{data.source!r}: leave it at 0")
+            if not 0 < first < data.num_train:
+                raise ValueError(f"train.{self.name}.first_row must be below the {data.num_train:,} rows the stage "
+                                 f"reads (train.{self.name}.num_train or data.num_train), got {first:,}")
+            return procedural_split(data, "train", self.accelerator, first=first)
         return load_split(data, "train", self.accelerator)
 
     @cached_property
