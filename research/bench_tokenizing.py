@@ -41,14 +41,14 @@ def load_models(checkpoint: Path, layout: str) -> tuple:
     return vq, sk, pa, helpers
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--checkpoint", default=None, help="a saved pipeline folder (default: the shipped one)")
     ap.add_argument("--rows", type=int, default=512, help="training rows to tokenize per layout")
     ap.add_argument("--batch-size", type=int, default=64, help="the stage's tokenizing batch")
     ap.add_argument("--drawn-sketch-prob", type=float, default=0.3, help="as the shipped run's recipe")
     ap.add_argument("--out", default=None)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     ckpt = Path(args.checkpoint) if args.checkpoint else shipped_checkpoint()
     torch.manual_seed(0)
     rows = generate_dataset(args.rows, size=64, seed=0, split="train", progress=False)
@@ -83,6 +83,7 @@ def main() -> None:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    return report
 
 
 if __name__ == "__main__":

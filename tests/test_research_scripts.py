@@ -1,5 +1,5 @@
-"""research/prompt_grid.py, compute_curve.py, ce_split.py, condition_gain.py, codebook_anchor.py, lineage_curve.py
-and sleeve_completion.py."""
+"""research/prompt_grid.py, compute_curve.py, ce_split.py, condition_gain.py, codebook_anchor.py, lineage_curve.py,
+sleeve_completion.py and the benchmarks' building blocks."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "research"))
 
+import bench_tokenizing  # noqa: E402
 import bench_transformer_compile  # noqa: E402
 import ce_split  # noqa: E402
 import codebook_anchor  # noqa: E402
@@ -220,6 +221,17 @@ def test_bench_transformer_compile_times_real_training_steps():
     small = dataclasses.replace(config, width=32, layers=1, heads=2)
     row = bench_transformer_compile.time_steps(small, compiled=False, batch_size=2, steps=2, warmup=1)
     assert row["median_s_per_step"] > 0 and np.isfinite(row["final_loss"]) and not row["compiled"]
+
+
+def test_bench_tokenizing_encodes_real_rows_alike_in_both_layouts(tmp_path):
+    """The stage's tokenize_batch on the shipped models: every id of both layouts is there and
+    (nearly) all agree; the report is written."""
+    out = tmp_path / "tok.json"
+    report = bench_tokenizing.main(["--rows", "16", "--batch-size", "8", "--out", str(out)])
+    assert json.loads(out.read_text()) == report
+    assert report["contiguous"]["rows_per_s"] > 0 and report["channels_last"]["rows_per_s"] > 0
+    assert report["ids_equal"]["image_ids"]["of"] == 16 * 256 and report["ids_equal"]["sketch_ids"]["of"] == 16 * 64
+    assert all(v["share"] >= 0.99 for v in report["ids_equal"].values()), report["ids_equal"]
 
 
 def test_the_shipped_model_draws_the_usual_sleeves_once_the_prompt_is_completed(tmp_path):
