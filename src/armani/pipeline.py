@@ -34,6 +34,7 @@ from armani.data.images import ImageInputError, fit_image, load_image_with_notes
 from armani.data.transforms import (
     canny_sketch,
     drawing_edges,
+    image_tensor,
     partial_tensors,
     partial_tokenizer_input,
     random_keep_mask,
@@ -93,6 +94,11 @@ class PipelineSettings:
     # pixels outside it (0: keep the model's own decoding of that region).
     keep_feather: int = 3
     composite_partial: bool = True
+    # With a partial image, shift the generated studio background (pixels the segmenter calls
+    # background, outside the kept region) by the difference between the kept region's own
+    # background colour and the generated one around it, so the kept region does not show as a
+    # rectangle of another tint. The kept pixels and the garment are not touched.
+    harmonise_background: bool = True
     # Autoregressive sampling with a partial image: take the image tokens that lie wholly inside
     # the kept region (one cell in from its edge) from the image codebook's encoding of it, so
     # the garment is drawn around the kept part instead of beside it (False: the model sees the
@@ -386,6 +392,8 @@ class ArmaniPipeline:
         uncomposited = None
         if kept is not None and (s.composite_partial if composite_partial is None else composite_partial):
             uncomposited = images
+            if s.harmonise_background:
+                images = harmonise_background(images, *kept, self.segmenter)
             images = composite_kept_region(images, *kept, feather=s.keep_feather)
         return PipelineOutput(images=images, ids=ids, sketch=sketch_img, partial=partial_img, keep_mask=keep_img,
                               text=read, notes=notes, seconds=time.perf_counter() - start,
@@ -529,6 +537,57 @@ def _with_overrides(settings: PipelineSettings, sampler: Sampler,
         sampler = sampler.converted(kind)
     own = {k: overrides.pop(k) for k in list(overrides) if k in _fields(sampler)}
     return settings_with(settings, overrides), sampler.with_options(**own)
+
+
+@torch.no_grad()
+def harmonise_background(images: list[Image.Image], partial: torch.Tensor, keep: torch.Tensor, segmenter,
+                         ring: int = 8, min_pixels: int = 16, max_shift: float = 64.0) -> list[Image.Image]:
+    """Give generated garments the studio tint of a partial image's kept region.
+
+    The kept region is pasted back exactly (:func:`composite_kept_region`), its own background
+    with it; the model draws the rest of the background in a tint of its choosing, so the region
+    showed as a rectangle. This adds to every generated background pixel outside the region
+    (weighted by the segmenter's background probability, so garment pixels stay as they are)
+    the difference between two mean colours taken in a band of ``ring`` pixels on either side of
+    the region's edge, where the step shows (so the studio's gradient across the frame does not
+    enter it): the kept region's background inside, the generated background outside. Studio
+    backgrounds here are a tint, a gentle gradient and a shadow, so one colour shift removes the
+    step without repainting them.
+
+    A kept pixel counts as background only where the segmenter says so both in the partial image
+    and in the generated one (the model draws the kept part where it was), so a dark stripe of
+    the garment that one reading takes for background does not set the tint. An image is left
+    as it is when either band has under ``min_pixels`` background pixels (a region that is all
+    garment, a garment that fills the frame) or the shift would exceed ``max_shift`` levels in a
+    channel (studio tints differ by less; more means a misreading).
+    """
+    from scipy import ndimage
+
+    region = keep[0].numpy() > 0.5
+    if not region.any() or region.all():
+        return images
+    inside = region & (ndimage.distance_transform_edt(region) <= ring)
+    near = ~region & (ndimage.distance_transform_edt(~region) <= ring)
+    kept_bg = inside & (segmenter.predict(partial.unsqueeze(0))[0].numpy() == 0)
+    if kept_bg.sum() < min_pixels:
+        return images
+    rgb = (partial.permute(1, 2, 0).numpy() + 1.0) * 127.5
+    generated = torch.stack([image_tensor(np.asarray(im.convert("RGB"))) for im in images])  # (B, 3, S, S)
+    background = segmenter.probs(generated)[:, 0].numpy()  # (B, S, S)
+    out = []
+    for image, bg in zip(images, background):
+        a = np.asarray(image.convert("RGB"), dtype=np.float64)
+        source, around = kept_bg & (bg > 0.5), near & (bg > 0.5)
+        if source.sum() < min_pixels or around.sum() < min_pixels:
+            out.append(image)
+            continue
+        shift = rgb[source].mean(0) - a[around].mean(0)  # (3,)
+        if np.abs(shift).max() > max_shift:
+            out.append(image)
+            continue
+        a = a + bg[..., None] * (~region)[..., None] * shift
+        out.append(Image.fromarray(a.round().clip(0, 255).astype(np.uint8)))
+    return out
 
 
 def composite_kept_region(images: list[Image.Image], partial: torch.Tensor, keep: torch.Tensor,
