@@ -539,6 +539,11 @@ def _with_overrides(settings: PipelineSettings, sampler: Sampler,
     return settings_with(settings, overrides), sampler.with_options(**own)
 
 
+def _partial_rgb(partial: torch.Tensor) -> np.ndarray:
+    """The pipeline's (3, S, S) partial image in [-1, 1] -> float (S, S, 3) pixel values 0-255."""
+    return ((partial.permute(1, 2, 0).numpy() + 1.0) * 127.5).round().clip(0, 255)
+
+
 @torch.no_grad()
 def harmonise_background(images: list[Image.Image], partial: torch.Tensor, keep: torch.Tensor, segmenter,
                          ring: int = 8, min_pixels: int = 16, max_shift: float = 64.0) -> list[Image.Image]:
@@ -568,12 +573,13 @@ def harmonise_background(images: list[Image.Image], partial: torch.Tensor, keep:
         return images
     inside = region & (ndimage.distance_transform_edt(region) <= ring)
     near = ~region & (ndimage.distance_transform_edt(~region) <= ring)
-    kept_bg = inside & (segmenter.predict(partial.unsqueeze(0))[0].numpy() == 0)
+    generated = torch.stack([image_tensor(np.asarray(im.convert("RGB"))) for im in images])  # (B, 3, S, S)
+    probs = segmenter.probs(torch.cat([partial.unsqueeze(0), generated]))  # one pass: the partial image, then the outputs
+    kept_bg = inside & (probs[0].argmax(0).numpy() == 0)
     if kept_bg.sum() < min_pixels:
         return images
-    rgb = (partial.permute(1, 2, 0).numpy() + 1.0) * 127.5
-    generated = torch.stack([image_tensor(np.asarray(im.convert("RGB"))) for im in images])  # (B, 3, S, S)
-    background = segmenter.probs(generated)[:, 0].numpy()  # (B, S, S)
+    rgb = _partial_rgb(partial)
+    background = probs[1:, 0].numpy()  # (B, S, S)
     out = []
     for image, bg in zip(images, background):
         a = np.asarray(image.convert("RGB"), dtype=np.float64)
@@ -606,7 +612,7 @@ def composite_kept_region(images: list[Image.Image], partial: torch.Tensor, keep
     from scipy import ndimage
 
     region = keep[0].numpy() > 0.5
-    rgb = ((partial.permute(1, 2, 0).numpy() + 1.0) * 127.5).round().clip(0, 255)
+    rgb = _partial_rgb(partial)
     if feather > 0 and region.any():
         # distance of every pixel to the region, and the region pixel it is nearest to
         distance, (near_y, near_x) = ndimage.distance_transform_edt(~region, return_indices=True)
