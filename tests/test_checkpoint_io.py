@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -276,3 +277,73 @@ def test_shipped_components_load_with_their_stored_weights():
         for name, value in stored.items():
             expected = value.float() if value.is_floating_point() else value
             assert state[name].dtype == expected.dtype and torch.equal(state[name], expected), (folder, name)
+
+
+# -- averaging saved copies of one model ---------------------------------------------------------
+def perturbed(kind: str, seed: int) -> nn.Module:
+    """``tiny(kind)`` moved by seeded noise: one model at another point of its training."""
+    model = tiny(kind)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.1)
+    return model
+
+
+@pytest.mark.parametrize("kind", ["transformer", "vqgan"])
+def test_averaged_checkpoint_holds_the_weighted_mean_and_loads(kind, tmp_path):
+    a, b = perturbed(kind, 1), perturbed(kind, 2)
+    a.save_pretrained(tmp_path / "a")
+    b.save_pretrained(tmp_path / "b", storage_dtype="bfloat16")  # mixed storage, as a shipped + a run
+    folder = ckpt.average_checkpoints([tmp_path / "a", tmp_path / "b"], tmp_path / "mean", weights=[0.25, 0.75])
+    mean = type(a).from_pretrained(folder)
+    sa, sb = a.state_dict(), load_file(str(tmp_path / "b" / "model.safetensors"))
+    moved = 0
+    for name, value in mean.state_dict().items():
+        if value.is_floating_point():
+            expected = 0.25 * sa[name] + 0.75 * sb[name].float()
+            torch.testing.assert_close(value, expected, rtol=1e-6, atol=1e-7)
+            moved += int(not torch.equal(value, sa[name]))
+        else:  # the VQGAN's ``initted`` flag: copied, not averaged
+            assert torch.equal(value, sa[name]), name
+    assert moved > 0
+    with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
+        assert f.metadata()["model"] == f"armani.{type(a).__name__}"
+
+
+def test_averaging_refuses_other_models_and_bad_weights(tmp_path):
+    perturbed("transformer", 1).save_pretrained(tmp_path / "a")
+    perturbed("transformer", 2).save_pretrained(tmp_path / "b")
+    # the same class with another config: its tensors have other shapes
+    CrossModalTransformer(dataclasses.replace(tiny("transformer").config, width=32)).save_pretrained(tmp_path / "wide")
+    with pytest.raises(CheckpointError, match=r"config.json differs .*\['width'\]"):
+        ckpt.average_checkpoints([tmp_path / "a", tmp_path / "wide"], tmp_path / "out")
+    with pytest.raises(ValueError, match="sum to 1"):
+        ckpt.average_checkpoints([tmp_path / "a", tmp_path / "b"], tmp_path / "out", weights=[0.5, 0.6])
+    with pytest.raises(ValueError, match="at least two"):
+        ckpt.average_checkpoints([tmp_path / "a"], tmp_path / "out")
+    with pytest.raises(CheckpointNotFound):
+        ckpt.average_checkpoints([tmp_path / "a", tmp_path / "missing"], tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # nothing written on refusal
+
+
+def test_average_weights_cli_writes_over_an_input_and_records_its_sources(tmp_path):
+    from armani.average_weights import main
+
+    a, b = perturbed("transformer", 1), perturbed("transformer", 2)
+    a.save_pretrained(tmp_path / "shipped", storage_dtype="bfloat16")
+    b.save_pretrained(tmp_path / "run")
+    (tmp_path / "run" / "training_report.json").write_text(json.dumps({"stage": "transformer", "steps": 30}))
+    shipped_before = load_file(str(tmp_path / "shipped" / "model.safetensors"))
+    assert main([str(tmp_path / "shipped"), str(tmp_path / "run"), "--out", str(tmp_path / "shipped"),
+                 "--storage-dtype", "bfloat16"]) == 0
+    stored = load_file(str(tmp_path / "shipped" / "model.safetensors"))
+    sb = b.state_dict()
+    for name, value in stored.items():
+        assert value.dtype == torch.bfloat16
+        expected = (0.5 * shipped_before[name].float() + 0.5 * sb[name]).to(torch.bfloat16)
+        assert torch.equal(value, expected), name
+    report = json.loads((tmp_path / "shipped" / "training_report.json").read_text())
+    assert report["steps"] == 30
+    assert report["averaged_from"] == [{"folder": str(tmp_path / "shipped"), "weight": 0.5},
+                                       {"folder": str(tmp_path / "run"), "weight": 0.5}]

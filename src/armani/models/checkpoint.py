@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -259,6 +259,55 @@ class PretrainedMixin:
         return model.to(map_location)
 
 
+# -- averaging ----------------------------------------------------------------------------------
+def average_checkpoints(folders: list[str | Path], out: str | Path, weights: list[float] | None = None,
+                        storage_dtype: str = "float32") -> Path:
+    """Write the weighted mean of several saved copies of one model to the folder ``out``.
+
+    Averaging the weights of two points of one training lineage (a run and its continuation)
+    is checkpoint averaging (as in stochastic weight averaging): the mean sits between the two
+    in weight space and often generalises better than either. ``torch.optim.swa_utils``
+    averages a live model while it trains; this averages saved folders after the fact, which is
+    one weighted sum per tensor. Every folder must hold the same ``config.json`` (compared
+    field by field) and the same tensor names and shapes; non-floating tensors (ids, flags)
+    must be equal and are copied. ``weights`` default to equal and must sum to 1.
+    The safetensors header (model class, format) is taken from the first folder.
+    """
+    folders = [Path(f) for f in folders]
+    if len(folders) < 2:
+        raise ValueError(f"averaging needs at least two checkpoint folders, got {len(folders)}")
+    weights = [1.0 / len(folders)] * len(folders) if weights is None else [float(w) for w in weights]
+    if len(weights) != len(folders):
+        raise ValueError(f"{len(weights)} weights for {len(folders)} folders")
+    if any(w < 0 for w in weights) or abs(sum(weights) - 1.0) > 1e-6:
+        raise ValueError(f"weights must be non-negative and sum to 1, got {weights}")
+    configs = [read_config(f, "model") for f in folders]
+    for folder, config in zip(folders[1:], configs[1:]):
+        differ = sorted(k for k in set(config) | set(configs[0]) if config.get(k) != configs[0].get(k))
+        if differ:
+            raise CheckpointError(_message(folder, f"{CONFIG_NAME} differs from {folders[0]}'s in {differ}",
+                                           "only copies of one model (the same config) can be averaged"))
+    states = [read_weights(f) for f in folders]
+    for folder, state in zip(folders[1:], states[1:]):
+        problems = _mismatches(states[0], state)
+        if problems:
+            raise CheckpointError(_message(folder, f"its tensors do not match {folders[0]}'s ({'; '.join(problems)})",
+                                           "only copies of one model can be averaged"))
+    mean: dict[str, torch.Tensor] = {}
+    for name, first in states[0].items():
+        if first.is_floating_point():
+            mean[name] = sum(w * s[name].float() for w, s in zip(weights, states))
+        else:
+            unequal = [str(f) for f, s in zip(folders[1:], states[1:]) if not torch.equal(s[name], first)]
+            if unequal:
+                raise CheckpointError(_message(Path(unequal[0]), f"the non-floating tensor {name} differs from "
+                                               f"{folders[0]}'s", "ids and flags cannot be averaged"))
+            mean[name] = first
+    with safe_open(str(folders[0] / WEIGHTS_NAME), framework="pt") as f:
+        metadata = f.metadata()
+    return write_checkpoint(out, configs[0], mean, storage_dtype, metadata)
+
+
 # -- plain functions, for modules that do not use the mixin ----------------------------------
 def save_checkpoint(model: nn.Module, config: Any, path: str | Path, storage_dtype: str = "float32") -> Path:
     """Save ``model`` and its dataclass ``config`` as :class:`PretrainedMixin` does."""
@@ -282,6 +331,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointNotFound",
     "PretrainedMixin",
+    "average_checkpoints",
     "build_config",
     "load_checkpoint",
     "load_weights",
