@@ -53,6 +53,11 @@ LINEAGE = [
     ("+3,750 from v9, 60,000 rows (v11)", 25650, 105.1, RESULTS / "armani_2026-12-04_v11"),
     # v11 continued one pass over 120,000 rows (60,000 of them new), resumed twice at sessions' ends
     ("+7,500, 120,000 rows (v12)", 33150, 168.4, RESULTS / "armani_2026-12-04_v12"),
+    # v12 continued on 40,000 new rows (120,000-159,999) at a lower peak lr (3e-4); alone it
+    # lost text category (0.98 -> 0.94), so it was not shipped as it is ...
+    ("+3,000, 40,000 new rows (v13, not shipped)", 36150, 52.0, RESULTS / "armani_2026-12-05_v13", "branch"),
+    # ... but the mean of its weights and v12's was (python -m armani.average_weights)
+    ("v12 and v13 weights averaged (v13avg)", 36150, 52.0, RESULTS / "armani_2026-12-05_v13avg"),
 ]
 
 METRICS = (("part_accuracy", "part accuracy"), ("category", "category accuracy"), ("fid", "FID (classifier features)"))
