@@ -573,7 +573,8 @@ def harmonise_background(images: list[Image.Image], partial: torch.Tensor, keep:
         return images
     inside = region & (ndimage.distance_transform_edt(region) <= ring)
     near = ~region & (ndimage.distance_transform_edt(~region) <= ring)
-    generated = torch.stack([image_tensor(np.asarray(im.convert("RGB"))) for im in images])  # (B, 3, S, S)
+    pixels = [np.asarray(im.convert("RGB")) for im in images]  # (S, S, 3) uint8 each, read once
+    generated = torch.stack([image_tensor(p) for p in pixels])  # (B, 3, S, S)
     probs = segmenter.probs(torch.cat([partial.unsqueeze(0), generated]))  # one pass: the partial image, then the outputs
     kept_bg = inside & (probs[0].argmax(0).numpy() == 0)
     if kept_bg.sum() < min_pixels:
@@ -581,8 +582,8 @@ def harmonise_background(images: list[Image.Image], partial: torch.Tensor, keep:
     rgb = _partial_rgb(partial)
     background = probs[1:, 0].numpy()  # (B, S, S)
     out = []
-    for image, bg in zip(images, background):
-        a = np.asarray(image.convert("RGB"), dtype=np.float64)
+    for image, pix, bg in zip(images, pixels, background):
+        a = pix.astype(np.float64)
         source, around = kept_bg & (bg > 0.5), near & (bg > 0.5)
         if source.sum() < min_pixels or around.sum() < min_pixels:
             out.append(image)
