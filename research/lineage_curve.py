@@ -58,6 +58,11 @@ LINEAGE = [
     ("+3,000, 40,000 new rows (v13, not shipped)", 36150, 52.0, RESULTS / "armani_2026-12-05_v13", "branch"),
     # ... but the mean of its weights and v12's was (python -m armani.average_weights)
     ("v12 and v13 weights averaged (v13avg)", 36150, 52.0, RESULTS / "armani_2026-12-05_v13avg"),
+    # v13avg continued on 40,000 more new rows (160,000-199,999), lr 3e-4, resumed once at a
+    # session's end; its minutes include stretches shared with evaluations ...
+    ("+3,000, 40,000 new rows (v14, not shipped)", 39150, 93.6, RESULTS / "armani_2026-12-05_v14", "branch"),
+    # ... and the mean of its weights and v13avg's is shipped
+    ("v13avg and v14 weights averaged (v14avg)", 39150, 93.6, RESULTS / "armani_2026-12-05_v14avg"),
 ]
 
 METRICS = (("part_accuracy", "part accuracy"), ("category", "category accuracy"), ("fid", "FID (classifier features)"))
