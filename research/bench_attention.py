@@ -62,8 +62,9 @@ def main(argv: list[str] | None = None) -> dict:
         for s in settings:
             seconds[s].append(step(*s))
     flops = attention_flops(args.batch, args.seq, args.width)
-    rows = [{"heads": h, "head_dim": args.width // h, "dtype": d, "median_ms": 1e3 * statistics.median(t),
-             "gflops_per_s": flops / statistics.median(t) / 1e9} for (h, d), t in seconds.items()]
+    medians = {s: statistics.median(t) for s, t in seconds.items()}
+    rows = [{"heads": h, "head_dim": args.width // h, "dtype": d, "median_ms": 1e3 * m, "gflops_per_s": flops / m / 1e9}
+            for (h, d), m in medians.items()]
     report = {"what": "causal SDPA forward + backward, one layer", "batch": args.batch, "seq": args.seq,
               "width": args.width, "threads": torch.get_num_threads(), "torch": torch.__version__,
               "machine": platform.processor() or platform.machine(), "rows": rows}
