@@ -120,6 +120,21 @@ def test_compare_verdicts_on_hand_made_records():
     assert acc["count:button"] == 0.5 and acc["category"] == 1.0
 
 
+def test_category_misses_count_each_confused_pair_most_frequent_first():
+    from armani.evaluation.attributes import category_misses
+
+    sweater, tee, jacket = (_record(category=c) for c in ("sweater", "t-shirt", "jacket"))
+    preds = [tee, tee, jacket, sweater, tee, sweater]
+    targets = [sweater, sweater, sweater, sweater, jacket, tee]
+    misses = category_misses(preds, targets)
+    assert misses == {"sweater -> t-shirt": 2, "jacket -> t-shirt": 1, "sweater -> jacket": 1, "t-shirt -> sweater": 1}
+    assert list(misses)[0] == "sweater -> t-shirt"  # most frequent first, then by name
+    assert sum(misses.values()) == round((1 - attribute_accuracy(preds, targets)["category"]) * len(preds))
+    assert category_misses([tee], [tee]) == {}
+    with pytest.raises(ValueError, match="predictions"):
+        category_misses([tee], [tee, tee])
+
+
 def test_encode_decode_round_trips_dataset_records():
     from armani.data.synthetic import generate_row
 
@@ -414,12 +429,16 @@ def test_cli_end_to_end_on_tiny(tiny_run, classifier_dir, tmp_path, capsys, monk
         assert abs(v["accuracy"] * 3 - round(v["accuracy"] * 3)) < 1e-9  # 3 images: thirds
     trusted = [v["accuracy"] for v in report["attributes"].values() if v["trusted"]]
     assert report["part_accuracy"] == (pytest.approx(np.mean(trusted)) if trusted else None)
+    wrong = round((1 - report["attributes"]["category"]["accuracy"]) * 3)
+    assert sum(report["category_misses"].values()) == wrong and "category misses" in printed
     assert fig.is_file() and fig.stat().st_size > 1000
     # Anchors: real renders of the prompts are read far better than random garments are.
     ceiling, floor = report["anchors"]["ceiling"], report["anchors"]["floor"]
     # The tiny classifier trusts no attribute and reads few well; category it reads best.
     assert ceiling["attributes"]["category"] > floor["attributes"]["category"]
     assert set(ceiling["attributes"]) == set(report["attributes"])
+    for anchor in (ceiling, floor):
+        assert sum(anchor["category_misses"].values()) == round((1 - anchor["attributes"]["category"]) * 3)
     assert ceiling["fid"] < floor["fid"]
     assert ceiling["maskclip_score"] > floor["maskclip_score"]
     assert report["part_accuracy"] is None and report["fidelity"]["part_accuracy"] is None

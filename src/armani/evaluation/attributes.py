@@ -39,6 +39,7 @@ Choices the paper (which has no such classifier) leaves to us:
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -194,6 +195,18 @@ def attribute_accuracy(preds: list[dict], targets: list[dict]) -> dict[str, floa
         raise ValueError("no records to score")
     verdicts = [compare(p, t) for p, t in zip(preds, targets)]
     return {key: float(np.mean([v[key] for v in verdicts])) for key in ATTRIBUTE_KEYS}
+
+
+def category_misses(preds: list[dict], targets: list[dict]) -> dict[str, int]:
+    """How often each requested category was read as another: ``{"sweater -> t-shirt": 9, ...}``,
+    most frequent first (ties by name). Empty when every category is right. Which pairs a model
+    confuses, set beside the pairs the classifier confuses on real renders, tells a model's
+    misses from garments the data itself barely tells apart."""
+    if len(preds) != len(targets):
+        raise ValueError(f"{len(preds)} predictions for {len(targets)} targets")
+    counts = Counter(f"{t['category']} -> {p['category']}" for p, t in zip(preds, targets)
+                     if p.get("category") != t.get("category"))
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 # -- augmentation ------------------------------------------------------------------------------

@@ -147,6 +147,7 @@ def score_anchors(cfg: EvalConfig, prompts: list[dict], controls: list, size: in
     token perfectly would score. A figure near it is limited by the codebook, not the transformer.
     """
     from armani.evaluation.anchors import garment_masks, kept_region_psnr, silhouette_iou, summarise_psnr
+    from armani.evaluation.attributes import category_misses
     from armani.evaluation.metrics import frechet_distance, maskclip_scores, to_uint8
     from armani.evaluation.prompts import random_garment, render_reference
 
@@ -172,9 +173,11 @@ def score_anchors(cfg: EvalConfig, prompts: list[dict], controls: list, size: in
     for name in anchors:
         images = u8["real" if name == "ceiling" else name]
         if classifier is not None:
-            attrs, part = _attribute_report(classifier.predict(_to_float(images)), targets, validation)
+            preds = classifier.predict(_to_float(images))
+            attrs, part = _attribute_report(preds, targets, validation)
             anchors[name]["part_accuracy"] = part
             anchors[name]["attributes"] = {key: v["accuracy"] for key, v in attrs.items()}
+            anchors[name]["category_misses"] = category_misses(preds, targets)
         if extractor is not None and len(images) >= 2:
             anchors[name]["fid"] = frechet_distance(u8["real"], u8[name], extractor)
         if judge is not None:
@@ -236,10 +239,13 @@ def evaluate(cfg: EvalConfig, pipe=None) -> dict:
     (``anchors.floor``); ``fidelity`` puts the part accuracy and the MaskCLIP score on that
     scale. Sketch tasks add the silhouette IoU of the output with the sketched garment
     (``controls.silhouette_iou``), partial tasks the PSNR of the kept region.
+    ``category_misses`` counts which requested category was read as which, for the generated
+    images and for each anchor set.
     """
     from tqdm.auto import tqdm
 
     from armani.evaluation.anchors import fidelity, garment_masks, kept_region_psnr, silhouette_iou, summarise_psnr
+    from armani.evaluation.attributes import category_misses
     from armani.evaluation.metrics import (
         choose_extractors,
         clip_score,
@@ -287,11 +293,12 @@ def evaluate(cfg: EvalConfig, pipe=None) -> dict:
 
     # -- scores of the generated images ----------------------------------------------------------
     attributes: dict[str, dict] = {}
-    part_accuracy = None
+    part_accuracy = misses = None
     count_when_requested: dict[str, float | None] = {}
     if classifier is not None:
         preds = classifier.predict(fake)
         attributes, part_accuracy = _attribute_report(preds, targets, validation)
+        misses = category_misses(preds, targets)
         for part in ("button", "pocket"):
             idx = [j for j, t in enumerate(targets) if t["parts"].get(part, 0) > 0]
             count_when_requested[part] = (float(np.mean([preds[j]["parts"].get(part, 0) == targets[j]["parts"][part]
@@ -349,6 +356,7 @@ def evaluate(cfg: EvalConfig, pipe=None) -> dict:
         "part_accuracy": part_accuracy,
         "attributes": attributes,
         "trusted_attributes": [k for k, v in attributes.items() if v["trusted"]],
+        "category_misses": misses,
         "count_accuracy_when_requested": count_when_requested,
         "anchors": anchors,
         "fidelity": {
@@ -441,6 +449,14 @@ def _anchored(report: dict, key: str, value) -> str:
     return text + (f"; fidelity {fid:.2f})" if isinstance(fid, float) else ")")
 
 
+def _misses(misses: dict[str, int], most: int = 4) -> str:
+    """``{"sweater -> t-shirt": 9, ...}`` -> ``"sweater -> t-shirt 9, ... (+2 more)"``; "none" when empty."""
+    if not misses:
+        return "none"
+    shown = ", ".join(f"{pair} {n}" for pair, n in list(misses.items())[:most])
+    return shown + (f" (+{len(misses) - most} more)" if len(misses) > most else "")
+
+
 def format_table(report: dict) -> str:
     """The report as a two-column (metric, value) text table, then one row per attribute.
     Prompt-following figures carry their floor (a random real garment) and ceiling (a real
@@ -468,6 +484,10 @@ def format_table(report: dict) -> str:
     for part, acc in report["count_accuracy_when_requested"].items():
         rows.append((f"{part} count (prompts with {part}s)", _fmt(acc)))
     anchors = report.get("anchors") or {}
+    if report.get("category_misses") is not None:
+        rows.append(("category misses", _misses(report["category_misses"])))
+        if "category_misses" in anchors.get("ceiling", {}):
+            rows.append(("  same, real renders", _misses(anchors["ceiling"]["category_misses"])))
     for key, v in report["attributes"].items():
         trust = "trusted" if v["trusted"] else "not trusted"
         floor, top = (anchors.get(a, {}).get("attributes", {}).get(key) for a in ("floor", "ceiling"))
