@@ -360,3 +360,16 @@ def test_config_validation():
         tiny_config(cond_drop_prob={"colour": 0.5})
     paper = TransformerConfig.paper()
     assert (paper.width, paper.layers, paper.heads) == (1024, 16, 16)
+
+
+def test_an_override_of_one_condition_dropout_keeps_the_others():
+    from armani.config import load_config
+    from armani.configuration import ConfigError
+
+    default = load_config("default").transformer.cond_drop_prob
+    cfg = load_config("default", ["transformer.cond_drop_prob.partial=0.2"]).transformer
+    assert cfg.cond_drop_prob == {**default, "partial": 0.2} and default["sketch"] == 0.5  # not reset to 0
+    with pytest.raises(ValueError, match="unknown conditions"):
+        load_config("default", ["transformer.cond_drop_prob.colour=0.2"])
+    with pytest.raises(ConfigError, match="expected a number"):
+        load_config("default", ["transformer.cond_drop_prob.partial=lots"])

@@ -143,6 +143,11 @@ def merge(cfg: T, updates: dict[str, Any], where: str = "") -> T:
         current = getattr(cfg, key)
         if dataclasses.is_dataclass(current) and isinstance(value, dict):
             changes[key] = merge(current, value, path)
+        elif isinstance(current, dict) and isinstance(value, dict):
+            # A mapping field takes the given keys over its current ones: the override
+            # ``transformer.cond_drop_prob.partial=0.2`` changes that one entry and keeps the
+            # others (replacing the whole mapping would silently drop them to their defaults).
+            changes[key] = {**current, **_convert(value, types_[key], path)}
         else:
             changes[key] = _convert(value, types_[key], path)
     return dataclasses.replace(cfg, **changes)
