@@ -11,7 +11,10 @@ that anchor (no generation), for the shipped codebook or for another one swapped
 pipeline (``--vqgan``: a trained ``vqgan`` stage folder), so a codebook can be judged by what
 it would let stage 2 reach before a transformer is trained on its tokens. Each row also gives the
 colour shift of the round trip (``codebook.colour``, CIELAB over the renders' garment pixels): a
-codebook can hold the garment's shape and still tint every colour.
+codebook can hold the garment's shape and still tint every colour. With ``--vqgan`` each row
+also gives ``codebook.ids_kept``: the share of the pipeline's own token ids the swapped-in
+codebook gives the same renders, i.e. how much of a transformer trained on the old ids carries
+over to the new ones.
 """
 
 from __future__ import annotations
@@ -73,6 +76,33 @@ def colour_shift(pipe, seed: int, num_prompts: int) -> dict:
             "delta_e_of_mean": float(np.mean([np.linalg.norm(m) for m in means]))}
 
 
+def ids_kept(pipe, other, seed: int, num_prompts: int) -> float:
+    """The share of image token ids that stay the same when the pipeline's image codebook is
+    replaced by ``other``: one render per val prompt, encoded (fused with its caption's words)
+    by each. A transformer trained on the first codebook's tokens can be continued on the
+    second's when most ids keep their place; near 0 it has to learn the new ones from scratch."""
+    import numpy as np
+    import torch
+
+    from armani.evaluation.prompts import default_prompts, render_reference
+
+    size = int(getattr(pipe, "image_size", 64))
+    prompts = default_prompts(num_prompts, "val", seed)
+    real = np.stack([render_reference(p["attributes"], size, np.random.default_rng([seed, i, 5, 0]))
+                     for i, p in enumerate(prompts)])
+    x = torch.from_numpy(real).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    text_ids = pipe.tokenizer([p["text"] for p in prompts], warn=False).ids
+    own = pipe.vqgan
+    with torch.inference_mode():
+        before = pipe.encode_image(x, text_ids)
+        try:
+            pipe.vqgan = other
+            after = pipe.encode_image(x, text_ids)
+        finally:
+            pipe.vqgan = own
+    return float((before == after).float().mean())
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default=None, help="pipeline folder (default: the shipped one)")
@@ -82,6 +112,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out")
     args = ap.parse_args(argv)
     pipe = load_pipeline(args.checkpoint)
+    shipped = pipe.vqgan
     if args.vqgan:
         pipe.vqgan = VQGAN.from_pretrained(args.vqgan).eval()
     rows = []
@@ -91,6 +122,10 @@ def main(argv: list[str] | None = None) -> dict:
         rows.append({"seed": seed, **{name: {k: v for k, v in a.items() if k != "attributes"}
                                       for name, a in anchors.items()}})
         rows[-1]["codebook"]["colour"] = colour_shift(pipe, seed, args.num_prompts)
+        if args.vqgan:  # how many of the pipeline's own token ids the swapped-in codebook keeps
+            pipe.vqgan, swapped = shipped, pipe.vqgan
+            rows[-1]["codebook"]["ids_kept"] = ids_kept(pipe, swapped, seed, args.num_prompts)
+            pipe.vqgan = swapped
         print(json.dumps(rows[-1]), flush=True)
     def mean_std(values: list[float]) -> dict:
         return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else None}
@@ -103,6 +138,8 @@ def main(argv: list[str] | None = None) -> dict:
                 summary[f"{name}.{key}"] = mean_std(values)
     for key in rows[0]["codebook"]["colour"] if rows else ():
         summary[f"codebook.colour.{key}"] = mean_std([r["codebook"]["colour"][key] for r in rows])
+    if args.vqgan:
+        summary["codebook.ids_kept"] = mean_std([r["codebook"]["ids_kept"] for r in rows])
     report = {"checkpoint": args.checkpoint, "vqgan": args.vqgan, "seeds": args.seeds, "rows": rows,
               "summary": summary, "command": "python research/codebook_anchor.py " + " ".join(argv or sys.argv[1:])}
     write_report(report, args.out)

@@ -184,6 +184,32 @@ def test_colour_shift_is_zero_for_a_lossless_codebook_and_reads_a_yellow_tint():
     assert tinted["delta_b"] > 3 and tinted["delta_e"] > 3 and tinted["delta_e_of_mean"] > 3
 
 
+class _Encoder:
+    """Just enough of a pipeline for ``ids_kept``: its image codebook is a function of the image."""
+
+    image_size = 64
+
+    def __init__(self, vqgan):
+        self.vqgan = vqgan
+
+    def tokenizer(self, texts, warn=False):
+        return type("Read", (), {"ids": torch.zeros(len(texts), 4, dtype=torch.long)})()
+
+    def encode_image(self, images, text_ids):
+        return self.vqgan(images)
+
+
+def test_ids_kept_counts_the_token_ids_a_new_codebook_keeps_and_restores_the_old_one():
+    bright = lambda x: (x.mean(1) > 0).long()  # noqa: E731  (B, H, W) ids 0/1
+    dark = lambda x: (x.mean(1) <= 0).long()  # noqa: E731  every id changes
+    half = lambda x: torch.where(torch.arange(x.shape[-1]) < x.shape[-1] // 2, bright(x), 2)  # noqa: E731
+    pipe = _Encoder(bright)
+    assert codebook_anchor.ids_kept(pipe, bright, seed=0, num_prompts=3) == 1.0
+    assert codebook_anchor.ids_kept(pipe, dark, seed=0, num_prompts=3) == 0.0
+    assert codebook_anchor.ids_kept(pipe, half, seed=0, num_prompts=3) == pytest.approx(0.5)
+    assert pipe.vqgan is bright  # the pipeline keeps its own codebook
+
+
 def test_lineage_curve_reads_the_kept_reports_in_order(tmp_path):
     for name, part in (("a", 0.6), ("b", 0.8)):
         folder = tmp_path / name
