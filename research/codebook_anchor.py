@@ -35,6 +35,23 @@ from armani.loading import load_pipeline
 from armani.models.vqgan import VQGAN
 
 
+def _val_renders(pipe, seed: int, num_prompts: int):
+    """One render per val prompt at the pipeline's size, seeded as the codebook anchor's:
+    ``(prompts, uint8 (N, S, S, 3), garment masks bool (N, S, S), float (N, 3, S, S) in [-1, 1])``."""
+    import numpy as np
+    import torch
+
+    from armani.evaluation.prompts import default_prompts, render_reference_with_mask
+
+    size = int(getattr(pipe, "image_size", 64))
+    prompts = default_prompts(num_prompts, "val", seed)
+    pairs = [render_reference_with_mask(p["attributes"], size, np.random.default_rng([seed, i, 5, 0]))
+             for i, p in enumerate(prompts)]
+    real = np.stack([image for image, _ in pairs])
+    garment = np.stack([mask for _, mask in pairs]) > 0
+    return prompts, real, garment, torch.from_numpy(real).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
 def colour_shift(pipe, seed: int, num_prompts: int) -> dict:
     """How the codebook's round trip moves garment colours: CIELAB differences (reconstruction
     minus render) over the render's exact garment pixels, one render per val prompt.
@@ -47,19 +64,11 @@ def colour_shift(pipe, seed: int, num_prompts: int) -> dict:
     """
     import cv2
     import numpy as np
-    import torch
 
     from armani.evaluation.generation import codebook_round_trip
     from armani.evaluation.metrics import to_uint8
-    from armani.evaluation.prompts import default_prompts, render_reference_with_mask
 
-    size = int(getattr(pipe, "image_size", 64))
-    prompts = default_prompts(num_prompts, "val", seed)
-    pairs = [render_reference_with_mask(p["attributes"], size, np.random.default_rng([seed, i, 5, 0]))
-             for i, p in enumerate(prompts)]
-    real = np.stack([image for image, _ in pairs])
-    garment = np.stack([mask for _, mask in pairs]) > 0
-    x = torch.from_numpy(real).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    prompts, real, garment, x = _val_renders(pipe, seed, num_prompts)
     recon = to_uint8(codebook_round_trip(pipe)(x, [p["text"] for p in prompts])).permute(0, 2, 3, 1).numpy()
 
     def lab(images: np.ndarray) -> np.ndarray:  # uint8 RGB -> float L* a* b*
@@ -77,20 +86,13 @@ def colour_shift(pipe, seed: int, num_prompts: int) -> dict:
 
 
 def ids_kept(pipe, other, seed: int, num_prompts: int) -> float:
-    """The share of image token ids that stay the same when the pipeline's image codebook is
-    replaced by ``other``: one render per val prompt, encoded (fused with its caption's words)
-    by each. A transformer trained on the first codebook's tokens can be continued on the
-    second's when most ids keep their place; near 0 it has to learn the new ones from scratch."""
-    import numpy as np
+    """The share of image token ids on which the pipeline's image codebook and ``other`` agree:
+    one render per val prompt, encoded (fused with its caption's words) by each; the pipeline
+    keeps its own codebook. A transformer trained on one codebook's tokens can be continued on
+    the other's when most ids keep their place; near 0 it has to learn the new ones from scratch."""
     import torch
 
-    from armani.evaluation.prompts import default_prompts, render_reference
-
-    size = int(getattr(pipe, "image_size", 64))
-    prompts = default_prompts(num_prompts, "val", seed)
-    real = np.stack([render_reference(p["attributes"], size, np.random.default_rng([seed, i, 5, 0]))
-                     for i, p in enumerate(prompts)])
-    x = torch.from_numpy(real).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    prompts, _, _, x = _val_renders(pipe, seed, num_prompts)
     text_ids = pipe.tokenizer([p["text"] for p in prompts], warn=False).ids
     own = pipe.vqgan
     with torch.inference_mode():
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out")
     args = ap.parse_args(argv)
     pipe = load_pipeline(args.checkpoint)
-    shipped = pipe.vqgan
+    shipped = pipe.vqgan  # the pipeline's own codebook, for ids_kept
     if args.vqgan:
         pipe.vqgan = VQGAN.from_pretrained(args.vqgan).eval()
     rows = []
@@ -123,9 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
                                       for name, a in anchors.items()}})
         rows[-1]["codebook"]["colour"] = colour_shift(pipe, seed, args.num_prompts)
         if args.vqgan:  # how many of the pipeline's own token ids the swapped-in codebook keeps
-            pipe.vqgan, swapped = shipped, pipe.vqgan
-            rows[-1]["codebook"]["ids_kept"] = ids_kept(pipe, swapped, seed, args.num_prompts)
-            pipe.vqgan = swapped
+            rows[-1]["codebook"]["ids_kept"] = ids_kept(pipe, shipped, seed, args.num_prompts)
         print(json.dumps(rows[-1]), flush=True)
     def mean_std(values: list[float]) -> dict:
         return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else None}
