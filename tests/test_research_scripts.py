@@ -1,5 +1,5 @@
-"""research/prompt_grid.py, compute_curve.py, ce_split.py, condition_gain.py, codebook_anchor.py, lineage_curve.py,
-sleeve_completion.py and the benchmarks' building blocks (bench_attention.py whole)."""
+"""research/prompt_grid.py, compute_curve.py, ce_split.py, condition_gain.py, codebook_anchor.py, fid_anatomy.py,
+lineage_curve.py, sleeve_completion.py and the benchmarks' building blocks (bench_attention.py whole)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ import codebook_anchor  # noqa: E402
 import compute_curve  # noqa: E402
 import condition_gain  # noqa: E402
 import condition_probe  # noqa: E402
+import fid_anatomy  # noqa: E402
 import lineage_curve  # noqa: E402
 import prompt_grid  # noqa: E402
 
@@ -208,6 +209,30 @@ def test_ids_kept_counts_the_token_ids_a_new_codebook_keeps_and_restores_the_old
     assert codebook_anchor.ids_kept(pipe, dark, seed=0, num_prompts=3) == 0.0
     assert codebook_anchor.ids_kept(pipe, half, seed=0, num_prompts=3) == pytest.approx(0.5)
     assert pipe.vqgan is bright  # the pipeline keeps its own codebook
+
+
+def test_fid_anatomy_splices_along_the_garment_and_decodes_as_the_anchor_does(tiny_pipeline):
+    from armani.evaluation.generation import codebook_round_trip
+    from armani.evaluation.metrics import to_uint8
+    from armani.evaluation.prompts import default_prompts
+
+    size = tiny_pipeline.image_size
+    prompts = default_prompts(3, "val", 0)
+    renders, garment = fid_anatomy.ceiling_renders(prompts, seed=0, size=size, k=2)
+    assert renders.shape == (6, size, size, 3) and garment.shape == (6, size, size) and garment.any()
+    texts = [p["text"] for p in prompts for _ in range(2)]
+    recon, unquantised = fid_anatomy.codebook_views(tiny_pipeline, renders, texts)
+    x = torch.from_numpy(renders).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    anchor = to_uint8(codebook_round_trip(tiny_pipeline)(x, texts)).permute(0, 2, 3, 1).numpy()
+    assert np.abs(recon.astype(int) - anchor.astype(int)).max() <= 1  # the anchor's own round trip
+    assert unquantised.shape == recon.shape
+    sets = fid_anatomy.variants(renders, garment, recon, unquantised, np.random.default_rng(0))
+    inside = garment[..., None].repeat(3, -1)
+    spliced = sets["codebook garment on the real background"]
+    assert (spliced[inside] == recon[inside]).all() and (spliced[~inside] == renders[~inside]).all()
+    interior = sets["renders, garment interior blurred (sigma 1)"]
+    assert (interior[~inside] == renders[~inside]).all() and (interior[inside] != renders[inside]).any()
+    assert fid_anatomy.psnr(renders, renders) is None and fid_anatomy.psnr(renders, recon) > 0
 
 
 def test_lineage_curve_reads_the_kept_reports_in_order(tmp_path):

@@ -1,0 +1,157 @@
+"""What the image codebook's FID is made of: real renders with one thing changed at a time.
+
+    python research/fid_anatomy.py --seeds 0 1 2 --out research/results/fid_anatomy_<date>.json
+
+``python -m armani.evaluate`` scores FID on the attribute classifier's features against real
+renders of the prompts. The shipped transformer sits at its image codebook's own figure (the
+codebook's reconstructions of real renders; ``research/codebook_anchor.py``), far above the
+real renders' own (the ceiling). This script asks which difference between a reconstruction
+and its render the FID responds to. On the ceiling's renders (the same prompts, seeds and
+renders as the report's anchors) it scores FID against the report's real set for:
+
+- generic degradations of the whole render: Gaussian blur, 2x down- and up-sampling, pixel
+  noise, a per-image colour tint;
+- the render with its garment interior or its background blurred, or with the fabric grain
+  removed (3x3 median) inside the garment;
+- the codebook's round trip, whole and spliced with the render along the garment mask (the
+  reconstructed garment on the real background and the other way round), and with fabric
+  grain added back inside the garment;
+- the codebook's decoder applied to the encoder's fused features before quantisation (an
+  unlimited code table with this decoder): how much of the gap the code table's size explains.
+
+Each row also gives the PSNR against the render. No model is trained or changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from condition_probe import report as write_report
+
+
+def ceiling_renders(prompts: list[dict], seed: int, size: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The anchors' ceiling set with its garment masks: uint8 (N, S, S, 3), bool (N, S, S)."""
+    from armani.evaluation.prompts import render_reference_with_mask
+
+    pairs = [render_reference_with_mask(p["attributes"], size, np.random.default_rng([seed, i, 5, j]))
+             for i, p in enumerate(prompts) for j in range(k)]
+    return np.stack([image for image, _ in pairs]), np.stack([mask for _, mask in pairs]) > 0
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float | None:
+    """dB over all pixels; None for identical images."""
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return None if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
+
+
+@torch.inference_mode()
+def codebook_views(pipe, renders: np.ndarray, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(the codebook's round trip, the decoder on the unquantised fused features): uint8 (N, S, S, 3)."""
+    from armani.evaluation.metrics import to_uint8
+
+    x = torch.from_numpy(renders).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    vq = pipe.vqgan
+    text_ids = pipe.tokenizer(texts, warn=False).ids
+    words, index = pipe.maskclip.best_words(x, pipe.segmenter.probs(x), text_ids)  # as encode_cross_modal
+    z_tilde = vq.fuse(vq.encode_features(x), words, index)
+    z_q, _, _ = vq.quantize(z_tilde, update_codebook=False)
+
+    def decode(z: torch.Tensor) -> np.ndarray:
+        return to_uint8(vq.decode_features(z).clamp(-1, 1)).permute(0, 2, 3, 1).numpy()
+
+    return decode(z_q), decode(z_tilde)
+
+
+def variants(renders: np.ndarray, garment: np.ndarray, recon: np.ndarray, unquantised: np.ndarray | None,
+             rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Every image set scored, by name (float or uint8 arrays, clipped to uint8 by the caller)."""
+    import cv2
+
+    def each(fn, images):
+        return np.stack([fn(im) for im in images])
+
+    m = garment[..., None]
+    blur1 = each(lambda im: cv2.GaussianBlur(im, (0, 0), 1.0), renders)
+    out: dict[str, np.ndarray] = {"renders (the ceiling)": renders}
+    for sigma in (0.6, 0.8, 1.0):
+        out[f"renders blurred, sigma {sigma}"] = blur1 if sigma == 1.0 else each(
+            lambda im, s=sigma: cv2.GaussianBlur(im, (0, 0), s), renders)
+    down_up = lambda im: cv2.resize(cv2.resize(im, (im.shape[1] // 2, im.shape[0] // 2),  # noqa: E731
+                                               interpolation=cv2.INTER_AREA), im.shape[1::-1],
+                                    interpolation=cv2.INTER_LINEAR)
+    out["renders at half size, scaled back"] = each(down_up, renders)
+    out["renders + pixel noise, std 12"] = renders + rng.normal(0, 12, renders.shape)
+    out["renders + a colour tint, std 8 per channel"] = renders + rng.normal(0, 8, (len(renders), 1, 1, 3))
+    out["renders, garment interior blurred (sigma 1)"] = np.where(m, blur1, renders)
+    out["renders, background blurred (sigma 1)"] = np.where(m, renders, blur1)
+    out["renders, fabric grain removed (3x3 median in the garment)"] = np.where(
+        m, each(lambda im: cv2.medianBlur(im, 3), renders), renders)
+    out["codebook round trip"] = recon
+    out["codebook garment on the real background"] = np.where(m, recon, renders)
+    out["real garment on the codebook's background"] = np.where(m, renders, recon)
+    grain = rng.normal(0, 1, (len(renders), *renders.shape[1:3], 1)) * rng.uniform(2, 5, (len(renders), 1, 1, 1))
+    out["codebook round trip + fabric grain in the garment (std 2-5, as rendered)"] = np.where(m, recon + grain, recon)
+    if unquantised is not None:
+        out["codebook decoder on unquantised features (no code table limit)"] = unquantised
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from armani.evaluation.attributes import load_classifier
+    from armani.evaluation.generation import EvalConfig, _real_set, _u8_tensor
+    from armani.evaluation.metrics import choose_extractors, frechet_distance
+    from armani.evaluation.prompts import default_prompts
+    from armani.loading import load_pipeline
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", default=None, help="pipeline folder (default: the shipped one)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--num-prompts", type=int, default=50)
+    ap.add_argument("--out")
+    args = ap.parse_args(argv)
+    classifier, _, _ = load_classifier(None)
+    extractor = choose_extractors(classifier)
+    if extractor is None:
+        raise SystemExit("no attribute classifier or Inception weights to take FID features from")
+    pipe = load_pipeline(args.checkpoint)
+    size = int(getattr(pipe, "image_size", 64))
+    rows = []
+    for seed in args.seeds:
+        cfg = EvalConfig(checkpoint=args.checkpoint, num_prompts=args.num_prompts, seed=seed, progress=False)
+        prompts = default_prompts(args.num_prompts, "val", seed)
+        real = _u8_tensor(_real_set(prompts, cfg, size))  # the set the report's FID compares with
+        renders, garment = ceiling_renders(prompts, seed, size, cfg.samples_per_prompt)
+        texts = [p["text"] for p in prompts for _ in range(cfg.samples_per_prompt)]
+        fused = getattr(pipe.vqgan.config, "fusion", False)
+        recon, unquantised = codebook_views(pipe, renders, texts) if fused else (None, None)
+        if recon is None:
+            raise SystemExit("this script reads a cross-modal (fused) image codebook")
+        row = {"seed": seed, "garment_share": float(garment.mean())}
+        for name, images in variants(renders, garment, recon, unquantised, np.random.default_rng(seed)).items():
+            images = np.clip(np.round(images), 0, 255).astype(np.uint8)
+            row[name] = {"fid": frechet_distance(real, _u8_tensor(list(images)), extractor),
+                         "psnr": psnr(images, renders)}
+        rows.append(row)
+        print({k: (round(v["fid"], 1) if isinstance(v, dict) else v) for k, v in row.items()}, flush=True)
+    names = [k for k in rows[0] if isinstance(rows[0][k], dict)]
+    summary = {name: {"fid": statistics.mean(r[name]["fid"] for r in rows),
+                      "fid_per_seed": [r[name]["fid"] for r in rows],
+                      "psnr": None if rows[0][name]["psnr"] is None else statistics.mean(r[name]["psnr"] for r in rows)}
+               for name in names}
+    result = {"checkpoint": args.checkpoint, "seeds": args.seeds, "rows": rows, "summary": summary,
+              "command": "python research/fid_anatomy.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+    write_report(result, args.out)
+    return result
+
+
+if __name__ == "__main__":
+    main()
