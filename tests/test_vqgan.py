@@ -317,6 +317,30 @@ def test_save_load_roundtrip_keeps_ema_codebook(tmp_path):
     assert torch.equal(loaded.decode(loaded.encode(x)), model.decode(model.encode(x)))
 
 
+def test_grown_decoder_starts_as_the_trained_one_and_its_new_blocks_learn(tmp_path):
+    """decoder_refine_blocks: a decoder grown from a trained one (non-strict warm start, as
+    ``train.vqgan.init_strict=false`` loads it) decodes exactly as before until it trains, and
+    the new blocks receive gradient."""
+    from armani.training.engine import warm_start
+
+    torch.manual_seed(0)
+    trained = VQGAN(tiny_config()).eval()
+    trained.save_pretrained(tmp_path / "trained")
+    grown = VQGAN(tiny_config(decoder_refine_blocks=2))
+    skipped = warm_start({"vqgan": grown}, tmp_path / "trained", "vqgan", strict=False)["skipped"]
+    assert skipped and all(name.startswith("decoder.refine.") for name in skipped)
+    grown.eval()
+    ids = trained.encode(images())
+    assert torch.equal(grown.decode(ids), trained.decode(ids))
+    grown.decode(ids).square().mean().backward()
+    last = grown.decoder.refine[-1].body[-1].weight
+    assert last.grad is not None and last.grad.abs().sum() > 0
+    # without the option the decoder's parameter names are those of every earlier checkpoint
+    assert not any(".refine." in name for name in trained.state_dict())
+    with pytest.raises(ValueError, match="decoder_refine_blocks"):
+        tiny_config(decoder_refine_blocks=-1)
+
+
 def test_corrupt_or_mismatched_checkpoint_gives_one_clear_error(tmp_path):
     model = VQGAN(tiny_config())
     model.save_pretrained(tmp_path / "ok")

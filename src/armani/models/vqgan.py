@@ -70,6 +70,11 @@ class VQGANConfig:
     channel_mult: tuple[int, ...] = (1, 2, 2)
     num_res_blocks: int = 1
     attention: bool = True  # one self-attention block at the lowest resolution
+    # Residual blocks the decoder adds at the output resolution, after its last level. The
+    # finest detail of a render (one-pixel seams, part outlines) is drawn there, where the
+    # decoder is narrowest. Their last convolution starts at zero, so a decoder grown from a
+    # trained one (``train.vqgan.init_strict=false``) starts as exactly that decoder.
+    decoder_refine_blocks: int = 0
     # quantiser
     code_dim: int = 64
     codebook_size: int = 512
@@ -123,6 +128,8 @@ class VQGANConfig:
             raise ValueError(f"perceptual must be 'lpips', 'segmenter' or 'none', got {self.perceptual!r}")
         if self.fusion and self.fusion_dim < 1:
             raise ValueError("fusion=True needs fusion_dim (MaskCLIP embed_dim) >= 1")
+        if self.decoder_refine_blocks < 0:
+            raise ValueError(f"decoder_refine_blocks must be >= 0, got {self.decoder_refine_blocks}")
         if self.codebook_size < 2:
             raise ValueError(f"codebook_size must be >= 2, got {self.codebook_size}")
         if self.recon_loss not in ("l1", "edges"):
@@ -251,11 +258,18 @@ class Decoder(nn.Module):
                 width = out_width
             if level < len(widths) - 1:
                 layers += [nn.Upsample(scale_factor=2.0, mode="nearest"), nn.Conv2d(width, width, 3, padding=1)]
-        layers += [_norm(width), nn.SiLU()]
-        self.layers = nn.Sequential(*layers)
+        self.layers = nn.Sequential(*layers, _norm(width), nn.SiLU())
+        # Applied before the final norm and activation (the last two of ``layers``), so that
+        # ``layers``' parameter names stay those of a decoder without them.
+        self.refine = nn.Sequential(*(ResBlock(width, width) for _ in range(config.decoder_refine_blocks)))
+        for block in self.refine:
+            nn.init.zeros_(block.body[-1].weight)
+            nn.init.zeros_(block.body[-1].bias)
         self.conv_out = nn.Conv2d(width, config.out_channels, 3, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if len(self.refine):
+            return self.conv_out(self.layers[-2:](self.refine(self.layers[:-2](z))))
         return self.conv_out(self.layers(z))
 
 
