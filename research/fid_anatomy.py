@@ -19,7 +19,10 @@ renders as the report's anchors) it scores FID against the report's real set for
 - the codebook's decoder applied to the encoder's fused features before quantisation (an
   unlimited code table with this decoder): how much of the gap the code table's size explains.
 
-Each row also gives the PSNR against the render. No model is trained or changed.
+Each row also gives the PSNR against the render. No model is trained or changed. ``--figure``
+draws a few renders of the first seed beside the variants that matter most.
+
+    python research/fid_anatomy.py --seeds 0 --figure research/results/fid_anatomy.png
 """
 
 from __future__ import annotations
@@ -105,6 +108,34 @@ def variants(renders: np.ndarray, garment: np.ndarray, recon: np.ndarray, unquan
     return out
 
 
+FIGURE_ROWS = ("renders (the ceiling)", "renders blurred, sigma 1.0",
+               "renders, garment interior blurred (sigma 1)",
+               "renders, fabric grain removed (3x3 median in the garment)", "codebook round trip",
+               "codebook decoder on unquantised features (no code table limit)")
+
+
+def figure(sets: dict[str, np.ndarray], fids: dict[str, float], path: str, columns: int = 6) -> None:
+    """The first ``columns`` garments (one per prompt) in each of FIGURE_ROWS, labelled with the set's FID."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [name for name in FIGURE_ROWS if name in sets]
+    fig, axes = plt.subplots(len(rows), columns, figsize=(1.3 * columns, 1.45 * len(rows)), squeeze=False)
+    for r, name in enumerate(rows):
+        for c in range(columns):
+            ax = axes[r][c]
+            ax.imshow(np.clip(np.round(sets[name][2 * c]), 0, 255).astype(np.uint8), interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+        axes[r][0].set_ylabel(f"FID {fids[name]:.0f}", fontsize=8)
+        axes[r][columns // 2].set_title(name, fontsize=8, loc="center")
+    fig.tight_layout(pad=0.3)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> dict:
     from armani.evaluation.attributes import load_classifier
     from armani.evaluation.generation import EvalConfig, _real_set, _u8_tensor
@@ -117,6 +148,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--num-prompts", type=int, default=50)
     ap.add_argument("--out")
+    ap.add_argument("--figure", help="a PNG of the first seed's garments in the main variants")
     args = ap.parse_args(argv)
     classifier, _, _ = load_classifier(None)
     extractor = choose_extractors(classifier)
@@ -136,10 +168,13 @@ def main(argv: list[str] | None = None) -> dict:
         if recon is None:
             raise SystemExit("this script reads a cross-modal (fused) image codebook")
         row = {"seed": seed, "garment_share": float(garment.mean())}
-        for name, images in variants(renders, garment, recon, unquantised, np.random.default_rng(seed)).items():
+        sets = variants(renders, garment, recon, unquantised, np.random.default_rng(seed))
+        for name, images in sets.items():
             images = np.clip(np.round(images), 0, 255).astype(np.uint8)
             row[name] = {"fid": frechet_distance(real, _u8_tensor(list(images)), extractor),
                          "psnr": psnr(images, renders)}
+        if args.figure and not rows:
+            figure(sets, {name: row[name]["fid"] for name in sets}, args.figure)
         rows.append(row)
         print({k: (round(v["fid"], 1) if isinstance(v, dict) else v) for k, v in row.items()}, flush=True)
     names = [k for k in rows[0] if isinstance(rows[0][k], dict)]

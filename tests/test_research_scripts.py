@@ -211,7 +211,7 @@ def test_ids_kept_counts_the_token_ids_a_new_codebook_keeps_and_restores_the_old
     assert pipe.vqgan is bright  # the pipeline keeps its own codebook
 
 
-def test_fid_anatomy_splices_along_the_garment_and_decodes_as_the_anchor_does(tiny_pipeline):
+def test_fid_anatomy_splices_along_the_garment_and_decodes_as_the_anchor_does(tiny_pipeline, tmp_path):
     from armani.evaluation.generation import codebook_round_trip
     from armani.evaluation.metrics import to_uint8
     from armani.evaluation.prompts import default_prompts
@@ -233,6 +233,11 @@ def test_fid_anatomy_splices_along_the_garment_and_decodes_as_the_anchor_does(ti
     interior = sets["renders, garment interior blurred (sigma 1)"]
     assert (interior[~inside] == renders[~inside]).all() and (interior[inside] != renders[inside]).any()
     assert fid_anatomy.psnr(renders, renders) is None and fid_anatomy.psnr(renders, recon) > 0
+    from PIL import Image
+
+    fid_anatomy.figure(sets, {name: 100.0 for name in sets}, str(tmp_path / "anatomy.png"), columns=3)
+    with Image.open(tmp_path / "anatomy.png") as picture:  # one row per drawn variant, three garments each
+        assert picture.size[0] > 3 * size and picture.size[1] > len(fid_anatomy.FIGURE_ROWS) * size
 
 
 def test_lineage_curve_reads_the_kept_reports_in_order(tmp_path):
