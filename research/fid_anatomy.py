@@ -23,6 +23,7 @@ Each row also gives the PSNR against the render. No model is trained or changed.
 draws a few renders of the first seed beside the variants that matter most.
 
     python research/fid_anatomy.py --seeds 0 --figure research/results/fid_anatomy.png
+    python research/fid_anatomy.py --vqgan runs/ae2/vqgan/final --seeds 0 1 2   # another codebook
 """
 
 from __future__ import annotations
@@ -145,6 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default=None, help="pipeline folder (default: the shipped one)")
+    ap.add_argument("--vqgan", default=None, help="an image codebook folder to use instead of the pipeline's")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--num-prompts", type=int, default=50)
     ap.add_argument("--out")
@@ -155,6 +157,10 @@ def main(argv: list[str] | None = None) -> dict:
     if extractor is None:
         raise SystemExit("no attribute classifier or Inception weights to take FID features from")
     pipe = load_pipeline(args.checkpoint)
+    if args.vqgan:
+        from armani.models.vqgan import VQGAN
+
+        pipe.vqgan = VQGAN.from_pretrained(args.vqgan).eval()
     size = int(getattr(pipe, "image_size", 64))
     rows = []
     for seed in args.seeds:
@@ -182,7 +188,7 @@ def main(argv: list[str] | None = None) -> dict:
                       "fid_per_seed": [r[name]["fid"] for r in rows],
                       "psnr": None if rows[0][name]["psnr"] is None else statistics.mean(r[name]["psnr"] for r in rows)}
                for name in names}
-    result = {"checkpoint": args.checkpoint, "seeds": args.seeds, "rows": rows, "summary": summary,
+    result = {"checkpoint": args.checkpoint, "vqgan": args.vqgan, "seeds": args.seeds, "rows": rows, "summary": summary,
               "command": "python research/fid_anatomy.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     write_report(result, args.out)
     return result
