@@ -35,20 +35,27 @@ from armani.loading import load_pipeline
 from armani.models.vqgan import VQGAN
 
 
+def ceiling_renders(prompts: list[dict], seed: int, size: int, k: int):
+    """``k`` renders of each prompt seeded as the anchors' ceiling set (``score_anchors``), with
+    their garment masks: ``(uint8 (N*k, S, S, 3), bool (N*k, S, S))``."""
+    import numpy as np
+
+    from armani.evaluation.prompts import render_reference_with_mask
+
+    pairs = [render_reference_with_mask(p["attributes"], size, np.random.default_rng([seed, i, 5, j]))
+             for i, p in enumerate(prompts) for j in range(k)]
+    return np.stack([image for image, _ in pairs]), np.stack([mask for _, mask in pairs]) > 0
+
+
 def _val_renders(pipe, seed: int, num_prompts: int):
     """One render per val prompt at the pipeline's size, seeded as the codebook anchor's:
     ``(prompts, uint8 (N, S, S, 3), garment masks bool (N, S, S), float (N, 3, S, S) in [-1, 1])``."""
-    import numpy as np
     import torch
 
-    from armani.evaluation.prompts import default_prompts, render_reference_with_mask
+    from armani.evaluation.prompts import default_prompts
 
-    size = int(getattr(pipe, "image_size", 64))
     prompts = default_prompts(num_prompts, "val", seed)
-    pairs = [render_reference_with_mask(p["attributes"], size, np.random.default_rng([seed, i, 5, 0]))
-             for i, p in enumerate(prompts)]
-    real = np.stack([image for image, _ in pairs])
-    garment = np.stack([mask for _, mask in pairs]) > 0
+    real, garment = ceiling_renders(prompts, seed, int(getattr(pipe, "image_size", 64)), 1)
     return prompts, real, garment, torch.from_numpy(real).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
@@ -105,18 +112,30 @@ def ids_kept(pipe, other, seed: int, num_prompts: int) -> float:
     return float((before == after).float().mean())
 
 
-def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def codebook_parser(description: str) -> argparse.ArgumentParser:
+    """The options this script shares with ``fid_anatomy.py``: a pipeline, an image codebook to
+    swap into it, seeds, prompts per seed and the JSON to write."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--checkpoint", default=None, help="pipeline folder (default: the shipped one)")
     ap.add_argument("--vqgan", default=None, help="an image codebook folder to use instead of the pipeline's")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--num-prompts", type=int, default=50)
     ap.add_argument("--out")
-    args = ap.parse_args(argv)
-    pipe = load_pipeline(args.checkpoint)
-    shipped = pipe.vqgan  # the pipeline's own codebook, for ids_kept
-    if args.vqgan:
-        pipe.vqgan = VQGAN.from_pretrained(args.vqgan).eval()
+    return ap
+
+
+def load_with_codebook(checkpoint: str | None, vqgan: str | None):
+    """``(pipeline, its own image codebook)``, with ``vqgan``'s codebook swapped in when given."""
+    pipe = load_pipeline(checkpoint)
+    own = pipe.vqgan
+    if vqgan:
+        pipe.vqgan = VQGAN.from_pretrained(vqgan).eval()
+    return pipe, own
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = codebook_parser(__doc__.splitlines()[0]).parse_args(argv)
+    pipe, shipped = load_with_codebook(args.checkpoint, args.vqgan)  # shipped: for ids_kept
     rows = []
     for seed in args.seeds:
         cfg = EvalConfig(checkpoint=args.checkpoint, num_prompts=args.num_prompts, seed=seed, progress=False)

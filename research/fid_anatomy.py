@@ -28,7 +28,6 @@ draws a few renders of the first seed beside the variants that matter most.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
@@ -39,16 +38,8 @@ import torch
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from codebook_anchor import ceiling_renders, codebook_parser, load_with_codebook
 from condition_probe import report as write_report
-
-
-def ceiling_renders(prompts: list[dict], seed: int, size: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The anchors' ceiling set with its garment masks: uint8 (N, S, S, 3), bool (N, S, S)."""
-    from armani.evaluation.prompts import render_reference_with_mask
-
-    pairs = [render_reference_with_mask(p["attributes"], size, np.random.default_rng([seed, i, 5, j]))
-             for i, p in enumerate(prompts) for j in range(k)]
-    return np.stack([image for image, _ in pairs]), np.stack([mask for _, mask in pairs]) > 0
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -59,7 +50,10 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float | None:
 
 @torch.inference_mode()
 def codebook_views(pipe, renders: np.ndarray, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(the codebook's round trip, the decoder on the unquantised fused features): uint8 (N, S, S, 3)."""
+    """(the codebook's round trip, the decoder on the unquantised fused features): uint8 (N, S, S, 3).
+
+    The encoding is ``encode_cross_modal``'s, written out because it keeps no unquantised
+    features; the test checks the round trip against ``codebook_round_trip``."""
     from armani.evaluation.metrics import to_uint8
 
     x = torch.from_numpy(renders).permute(0, 3, 1, 2).float() / 127.5 - 1.0
@@ -75,7 +69,7 @@ def codebook_views(pipe, renders: np.ndarray, texts: list[str]) -> tuple[np.ndar
     return decode(z_q), decode(z_tilde)
 
 
-def variants(renders: np.ndarray, garment: np.ndarray, recon: np.ndarray, unquantised: np.ndarray | None,
+def variants(renders: np.ndarray, garment: np.ndarray, recon: np.ndarray, unquantised: np.ndarray,
              rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Every image set scored, by name (float or uint8 arrays, clipped to uint8 by the caller)."""
     import cv2
@@ -104,8 +98,7 @@ def variants(renders: np.ndarray, garment: np.ndarray, recon: np.ndarray, unquan
     out["real garment on the codebook's background"] = np.where(m, renders, recon)
     grain = rng.normal(0, 1, (len(renders), *renders.shape[1:3], 1)) * rng.uniform(2, 5, (len(renders), 1, 1, 1))
     out["codebook round trip + fabric grain in the garment (std 2-5, as rendered)"] = np.where(m, recon + grain, recon)
-    if unquantised is not None:
-        out["codebook decoder on unquantised features (no code table limit)"] = unquantised
+    out["codebook decoder on unquantised features (no code table limit)"] = unquantised
     return out
 
 
@@ -142,25 +135,17 @@ def main(argv: list[str] | None = None) -> dict:
     from armani.evaluation.generation import EvalConfig, _real_set, _u8_tensor
     from armani.evaluation.metrics import choose_extractors, frechet_distance
     from armani.evaluation.prompts import default_prompts
-    from armani.loading import load_pipeline
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--checkpoint", default=None, help="pipeline folder (default: the shipped one)")
-    ap.add_argument("--vqgan", default=None, help="an image codebook folder to use instead of the pipeline's")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("--num-prompts", type=int, default=50)
-    ap.add_argument("--out")
+    ap = codebook_parser(__doc__.splitlines()[0])
     ap.add_argument("--figure", help="a PNG of the first seed's garments in the main variants")
     args = ap.parse_args(argv)
     classifier, _, _ = load_classifier(None)
     extractor = choose_extractors(classifier)
     if extractor is None:
         raise SystemExit("no attribute classifier or Inception weights to take FID features from")
-    pipe = load_pipeline(args.checkpoint)
-    if args.vqgan:
-        from armani.models.vqgan import VQGAN
-
-        pipe.vqgan = VQGAN.from_pretrained(args.vqgan).eval()
+    pipe, _ = load_with_codebook(args.checkpoint, args.vqgan)
+    if not getattr(pipe.vqgan.config, "fusion", False):
+        raise SystemExit("this script reads a cross-modal (fused) image codebook")
     size = int(getattr(pipe, "image_size", 64))
     rows = []
     for seed in args.seeds:
@@ -169,10 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
         real = _u8_tensor(_real_set(prompts, cfg, size))  # the set the report's FID compares with
         renders, garment = ceiling_renders(prompts, seed, size, cfg.samples_per_prompt)
         texts = [p["text"] for p in prompts for _ in range(cfg.samples_per_prompt)]
-        fused = getattr(pipe.vqgan.config, "fusion", False)
-        recon, unquantised = codebook_views(pipe, renders, texts) if fused else (None, None)
-        if recon is None:
-            raise SystemExit("this script reads a cross-modal (fused) image codebook")
+        recon, unquantised = codebook_views(pipe, renders, texts)
         row = {"seed": seed, "garment_share": float(garment.mean())}
         sets = variants(renders, garment, recon, unquantised, np.random.default_rng(seed))
         for name, images in sets.items():
