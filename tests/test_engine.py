@@ -177,6 +177,56 @@ def test_warm_start_non_strict_loads_what_fits_and_reports_the_rest(tmp_path):
         warm_start({"main": nn.Linear(7, 7)}, tmp_path, "demo", strict=False)
 
 
+class CriticStage(ToyStage):
+    """A toy stage with a second trained model, as the codebooks have a discriminator; the
+    net is wrapped in ForwardAs, as the transformer is."""
+
+    name = "critic"
+
+    def build_models(self):
+        from armani.training.engine import ForwardAs
+
+        torch.manual_seed(0)
+        return {"net": ForwardAs(nn.Linear(4, 1), "forward"), "critic": nn.Linear(1, 1)}
+
+    def training_step(self, batch, step):
+        pred = self.models["net"](batch["x"]).squeeze(-1)
+        loss = nn.functional.mse_loss(pred, batch["y"]) + self.models["critic"](pred[:, None]).pow(2).mean()
+        self.optimize(loss)
+        return StepOutput(loss=loss.item(), parts={})
+
+
+def test_warm_start_from_a_training_checkpoint_loads_every_model_with_a_fresh_schedule(tmp_path):
+    from accelerate.state import AcceleratorState, GradientState
+
+    from armani.training.engine import warm_start
+
+    _run_stage = lambda stage: Trainer(stage, seed=3, mixed_precision="no", tracker="none").train()  # noqa: E731
+    first = CriticStage(ToyConfig(), tmp_path / "a")
+    _run_stage(first)
+    ckpt = tmp_path / "a" / "critic" / "checkpoints" / "step_00000012"
+    assert (ckpt / "trainer_state.json").is_file()
+    trained = {name: {k: v.clone() for k, v in first.unwrap(name).state_dict().items()} for name in ("net", "critic")}
+
+    fresh = CriticStage(ToyConfig(), tmp_path / "b").build_models()
+    assert not torch.equal(fresh["critic"].weight, trained["critic"]["weight"])
+    report = warm_start(fresh, ckpt, "critic")
+    assert report == {"loaded": 4, "skipped": []}
+    for name, module in (("net", fresh["net"].model), ("critic", fresh["critic"])):
+        for k, v in module.state_dict().items():
+            torch.testing.assert_close(v, trained[name][k], rtol=0, atol=0)
+
+    # Through the engine: a new run warm-started from it counts its own steps from 0.
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    config = ToyConfig()
+    config.optim.init_from, config.optim.max_steps = str(ckpt), 4
+    assert _run_stage(CriticStage(config, tmp_path / "c")).global_step == 4
+    (ckpt / "model_1.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="model_1.safetensors for the stage's model 'critic'"):
+        warm_start(CriticStage(ToyConfig(), tmp_path / "d").build_models(), ckpt, "critic")
+
+
 def test_with_gradient_accumulation_the_schedule_counts_optimiser_steps(tmp_path):
     """grad_accum=2: 12 optimiser steps see 24 micro-batches, and the warmup-cosine schedule
     has advanced 12 times (it advanced 24 times, reaching its floor halfway, before the fix)."""

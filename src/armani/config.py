@@ -45,7 +45,9 @@ class OptimConfig:
     # Warm start: a folder with the stage's ``model.safetensors`` (an exported ``RUN/<stage>/final``
     # or a saved pipeline's component, e.g. ``checkpoints/armani/transformer``) whose weights
     # initialise the trained model before step 0; optimiser and schedule start fresh. Lets a
-    # later session train the shipped model further. The shapes must match exactly.
+    # later session train the shipped model further. The shapes must match exactly. A training
+    # checkpoint (``RUN/<stage>/checkpoints/step_N``) loads every model of the stage, so a codebook
+    # continues with its trained discriminator instead of a fresh one.
     init_from: str | None = None
     # False: load only the tensors whose names and shapes match (a baseline sharing ARMANI's
     # encoder and decoder but not its quantiser); the skipped ones are printed and recorded.

@@ -429,19 +429,39 @@ class Trainer:
 def warm_start(models: dict[str, nn.Module], folder: str | Path, stage: str, strict: bool = True) -> dict:
     """Load ``folder/model.safetensors`` into the stage's trained model.
 
-    A stage trains one model (plus, for the codebooks, a discriminator that starts fresh);
-    the first entry of ``models`` is the one whose weights are exported and loaded here.
-    ``strict``: every tensor must exist with the same shape. Otherwise the tensors whose
-    names and shapes match are loaded and the rest keep their fresh initialisation; the
+    A stage trains one model (plus, for the codebooks, a discriminator); the first entry of
+    ``models`` is the one whose weights are exported and loaded here, and the others start
+    fresh. A training checkpoint (a ``step_N`` folder, which holds ``trainer_state.json``)
+    also has ``model_1.safetensors``, ... for the others, in the same order (Accelerate's
+    ``save_state`` names): then every model is loaded from it, with fresh optimisers and
+    schedule. ``strict``: every tensor must exist with the same shape. Otherwise the tensors
+    whose names and shapes match are loaded and the rest keep their fresh initialisation; the
     names skipped (absent here, absent there, or a different shape) are returned.
     """
-    from safetensors.torch import load_file
-
-    path = Path(folder) / "model.safetensors"
+    folder = Path(folder)
+    if (folder / "trainer_state.json").is_file():
+        out = {"loaded": 0, "skipped": []}
+        for i, (name, module) in enumerate(models.items()):
+            file = folder / ("model.safetensors" if i == 0 else f"model_{i}.safetensors")
+            if not file.is_file():
+                raise FileNotFoundError(f"init_from {folder}: a training checkpoint without {file.name} "
+                                        f"for the stage's model {name!r}")
+            # saved as prepared: a ForwardAs wrapper's tensors keep its "model." prefix
+            one = _load_into(name, module, file, stage, strict)
+            out["loaded"] += one["loaded"]
+            out["skipped"] += [f"{name}: {k}" for k in one["skipped"]] if i else one["skipped"]
+        return out
+    path = folder / "model.safetensors"
     if not path.is_file():
         raise FileNotFoundError(f"init_from for stage {stage!r}: {path} does not exist")
     name, module = next(iter(models.items()))
-    target = getattr(module, "model", module)  # ForwardAs wraps the module it exports
+    return _load_into(name, getattr(module, "model", module), path, stage, strict)  # ForwardAs wraps what it exports
+
+
+def _load_into(name: str, target: nn.Module, path: Path, stage: str, strict: bool) -> dict:
+    """:func:`warm_start` for one model and one weight file."""
+    from safetensors.torch import load_file
+
     source = load_file(str(path))
     if strict:
         try:
