@@ -57,6 +57,16 @@ def _channels_last(model: torch.nn.Module) -> torch.nn.Module:
 
 
 @torch.no_grad()
+def encode_image_tokens(batch: dict, vqgan: VQGAN, helpers: dict) -> torch.Tensor:
+    """A collated batch's images -> the image token ids stage 2 trains on (cross-modal: fused
+    with the caption's MaskCLIP words and the part masks, the segmenter's where a row has none).
+    ``helpers`` holds the segmenter and MaskCLIP a cross-modal codebook encodes with."""
+    probs = part_probs_for(batch, helpers.get("segmenter")) if vqgan.config.fusion else None
+    return encode_cross_modal(vqgan, batch["image"], batch["text_ids"], part_probs=probs,
+                              maskclip=helpers.get("maskclip"))[0]
+
+
+@torch.no_grad()
 def tokenize_batch(batch: dict, vqgan: VQGAN, sketch: VQGAN, partial: VQGAN, helpers: dict,
                    image: bool = True) -> dict[str, torch.Tensor]:
     """One collated batch -> the token tensors stage 2 trains on: sketch and partial ids, and
@@ -66,9 +76,7 @@ def tokenize_batch(batch: dict, vqgan: VQGAN, sketch: VQGAN, partial: VQGAN, hel
     sketch_ids, partial_ids = encode_conditions(batch, sketch, partial)
     out = {"sketch_ids": sketch_ids, "partial_ids": partial_ids}
     if image:
-        probs = part_probs_for(batch, helpers.get("segmenter")) if vqgan.config.fusion else None
-        out["image_ids"], _ = encode_cross_modal(vqgan, batch["image"], batch["text_ids"], part_probs=probs,
-                                                 maskclip=helpers.get("maskclip"))
+        out["image_ids"] = encode_image_tokens(batch, vqgan, helpers)
         out["text_ids"], out["index"] = batch["text_ids"], batch["index"]
         # which image tokens cover a garment pixel (any part but background), for
         # transformer.background_weight; a row without a mask is all background
