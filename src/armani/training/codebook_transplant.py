@@ -86,13 +86,14 @@ def mutual_information(counts: torch.Tensor) -> dict[str, float]:
 
 
 @torch.no_grad()
-def encode_rows(checkpoint: Path, vqgans: list, rows: int, batch_size: int = 64) -> list[torch.Tensor]:
+def encode_rows(checkpoint: Path, parts: dict[str, Path], vqgans: list, rows: int,
+                batch_size: int = 64) -> list[torch.Tensor]:
     """The first ``rows`` procedural training rows of ``checkpoint``'s run config, tokenized by
     each codebook in ``vqgans`` exactly as stage 2 tokenizes them (cross-modal fusion with the
-    checkpoint's segmenter and MaskCLIP); returns one (rows, N) tensor per codebook."""
+    segmenter and MaskCLIP of ``parts``, its component folders); returns one (rows, N) tensor
+    per codebook."""
     from armani.config import load_config
     from armani.data.transforms import collate
-    from armani.loading import component_path
     from armani.models.maskclip import MaskCLIP
     from armani.models.segmenter import Segmenter
     from armani.training.data import load_split, run_tokenizer, torch_dataset
@@ -104,8 +105,8 @@ def encode_rows(checkpoint: Path, vqgans: list, rows: int, batch_size: int = 64)
     if train is None or len(train) < rows:
         raise ValueError(f"{checkpoint}'s training data has {0 if train is None else len(train)} rows, {rows} asked")
     dataset = torch_dataset(cfg.data, train.select(range(rows)), run_tokenizer(cfg.data, checkpoint), seed=cfg.train.seed)
-    helpers = {"segmenter": Segmenter.from_pretrained(component_path(checkpoint, "segmenter")).eval(),
-               "maskclip": MaskCLIP.from_pretrained(component_path(checkpoint, "maskclip")).eval()}
+    helpers = {"segmenter": Segmenter.from_pretrained(parts["segmenter"]).eval(),
+               "maskclip": MaskCLIP.from_pretrained(parts["maskclip"]).eval()}
     out: list[list[torch.Tensor]] = [[] for _ in vqgans]
     for batch in torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate):
         for ids, vq in zip(out, vqgans):
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     if old_vq.grid_size != new_vq.grid_size:
         raise SystemExit(f"error: the new codebook's grid is {new_vq.grid_size}, the transformer's {old_vq.grid_size}")
     model = CrossModalTransformer.from_pretrained(parts["transformer"])
-    old_ids, new_ids = encode_rows(checkpoint, [old_vq, new_vq], args.rows)
+    old_ids, new_ids = encode_rows(checkpoint, parts, [old_vq, new_vq], args.rows)
     counts = colocation_counts(old_ids, new_ids, old_vq.config.codebook_size, new_vq.config.codebook_size)
     out = Path(args.out)
     transplant(model, counts).save_pretrained(out)
