@@ -20,6 +20,7 @@ from typing import Literal
 
 from armani.configuration import ConfigError, load_yaml, merge, parse_overrides, to_dict
 from armani.models.maskclip import MaskCLIPConfig
+from armani.models.refiner import RefinerConfig, tiny_refiner_config
 from armani.models.segmenter import SegmenterConfig
 from armani.models.transformer import TransformerConfig
 from armani.models.vqgan import VQGANConfig
@@ -124,6 +125,9 @@ class TrainConfig:
     # The evaluation judge (--stage attribute_classifier, not part of --stage all).
     attribute_classifier: OptimConfig = field(default_factory=lambda: OptimConfig(
         lr=2e-3, batch_size=64, warmup_steps=50, max_steps=1500, eval_every=500, checkpoint_every=250))
+    # The detail refiner (--stage refiner, after the image codebook; not part of --stage all).
+    refiner: OptimConfig = field(default_factory=lambda: OptimConfig(
+        lr=4e-4, batch_size=32, warmup_steps=50, max_steps=1000, log_every=10, eval_every=250, checkpoint_every=100))
 
 
 def _sketch_tokenizer(image_size: int, base: int, mult: tuple[int, ...], codes: int) -> VQGANConfig:
@@ -152,6 +156,7 @@ class ArmaniConfig:
     sketch_tokenizer: VQGANConfig = field(default_factory=lambda: _sketch_tokenizer(64, 32, (1, 2, 2, 2), 256))
     partial_tokenizer: VQGANConfig = field(default_factory=lambda: _partial_tokenizer(64, 32, (1, 2, 2, 2), 256))
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
+    refiner: RefinerConfig = field(default_factory=RefinerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def resolved(self, tokenizer=None) -> "ArmaniConfig":
@@ -182,7 +187,9 @@ class ArmaniConfig:
                 text_sot_id=tokenizer.sot_id, text_eot_id=tokenizer.eot_id,
             )
         tr = dataclasses.replace(self.transformer, **tr_updates)
-        return dataclasses.replace(self, vqgan=vq, sketch_tokenizer=sk, partial_tokenizer=pa, maskclip=mc, transformer=tr)
+        rf = dataclasses.replace(self.refiner, image_size=size)
+        return dataclasses.replace(self, vqgan=vq, sketch_tokenizer=sk, partial_tokenizer=pa, maskclip=mc,
+                                   transformer=tr, refiner=rf)
 
 
 def _optim(**kw) -> OptimConfig:
@@ -206,11 +213,13 @@ def tiny() -> ArmaniConfig:
         partial_tokenizer=dataclasses.replace(_partial_tokenizer(32, 8, (1, 2, 2, 2), 32), kmeans_init=False,
                                               attention=False, disc_channels=8, disc_layers=2),
         transformer=TransformerConfig(width=32, layers=1, heads=2, semantic_loss=True),
+        refiner=tiny_refiner_config(32),
         train=TrainConfig(
             mixed_precision="no", tracker="none",
             segmenter=_optim(lr=3e-3, **fast), maskclip=_optim(lr=1e-3, **fast), vqgan=_optim(lr=1e-3, **fast),
             sketch_tokenizer=_optim(lr=1e-3, **fast), partial_tokenizer=_optim(lr=1e-3, **fast),
             transformer=_optim(lr=1e-3, **fast), attribute_classifier=_optim(lr=3e-3, **fast),
+            refiner=_optim(lr=1e-3, **fast),
         ),
     )
 

@@ -42,6 +42,7 @@ from armani.data.transforms import (
 )
 from armani.models.cross_modal_encoding import encode_cross_modal
 from armani.models.maskclip import MaskCLIP
+from armani.models.refiner import DetailRefiner
 from armani.models.segmenter import Segmenter
 from armani.models.transformer import CrossModalTransformer
 from armani.models.vqgan import VQGAN, CheckpointError
@@ -70,9 +71,9 @@ from armani.sampling import (
 )
 from armani.text import GarmentTokenizer
 
-COMPONENTS = ("segmenter", "maskclip", "vqgan", "sketch_tokenizer", "partial_tokenizer", "transformer")
+COMPONENTS = ("segmenter", "maskclip", "vqgan", "sketch_tokenizer", "partial_tokenizer", "transformer", "refiner")
 _LOADERS = {"segmenter": Segmenter, "maskclip": MaskCLIP, "vqgan": VQGAN, "sketch_tokenizer": VQGAN,
-            "partial_tokenizer": VQGAN, "transformer": CrossModalTransformer}
+            "partial_tokenizer": VQGAN, "transformer": CrossModalTransformer, "refiner": DetailRefiner}
 
 
 # The sampler a pipeline gets when none is stored: ARMANI's shipped settings.
@@ -108,6 +109,12 @@ class PipelineSettings:
     # with ("a pink coat" -> "a pink long-sleeved coat"): captions always name it, and without
     # it the model draws no sleeves. The note and the read text say what was added.
     complete_sleeve_length: bool = True
+    # Redraw the one-pixel detail the image codebook cannot hold with the detail refiner
+    # (armani.models.refiner), when the checkpoint has one; ``refine_steps`` / ``refine_strength``
+    # 0 keep the refiner's own number of sampling steps / share of the noise schedule.
+    refine: bool = True
+    refine_steps: int = 0
+    refine_strength: float = 0.0
 
 
 @dataclass
@@ -126,7 +133,8 @@ class ArmaniPipeline:
     def __init__(self, tokenizer: GarmentTokenizer, vqgan: VQGAN, transformer: CrossModalTransformer,
                  sketch_tokenizer: VQGAN | None = None, partial_tokenizer: VQGAN | None = None,
                  segmenter: Segmenter | None = None, maskclip: MaskCLIP | None = None,
-                 settings: PipelineSettings | None = None, sampler: Sampler | None = None):
+                 settings: PipelineSettings | None = None, sampler: Sampler | None = None,
+                 refiner: DetailRefiner | None = None):
         self.tokenizer = tokenizer
         self.vqgan = vqgan.eval()
         self.transformer = transformer.eval()
@@ -134,6 +142,7 @@ class ArmaniPipeline:
         self.partial_tokenizer = None if partial_tokenizer is None else partial_tokenizer.eval()
         self.segmenter = None if segmenter is None else segmenter.eval()
         self.maskclip = None if maskclip is None else maskclip.eval()
+        self.refiner = None if refiner is None else refiner.eval()
         self.settings = settings or PipelineSettings()
         # The default sampler, swappable like a diffusers scheduler (``pipe.sampler = ...``).
         self.sampler = sampler if sampler is not None else _default_sampler(transformer)
@@ -247,6 +256,9 @@ class ArmaniPipeline:
             problems.append("sketch tokenizer grid does not match the transformer")
         if self.partial_tokenizer is not None and t.partial_len != self.partial_tokenizer.num_tokens:
             problems.append("partial tokenizer grid does not match the transformer")
+        if self.refiner is not None and self.refiner.config.image_size != self.image_size:
+            problems.append(f"refiner draws {self.refiner.config.image_size} px images, "
+                            f"the codebook {self.image_size} px")
         if problems:
             raise ValueError("mismatched pipeline components: " + "; ".join(problems))
 
@@ -330,7 +342,7 @@ class ArmaniPipeline:
                  sampler: str | Sampler | None = None, top_k: int | None = -1, top_p: float | None = -1.0,
                  temperature: float | None = None, sketch_mode: str = "auto",
                  sketch_thresholds: tuple[int, int] | None = None, allow_unconditional: bool = False,
-                 composite_partial: bool | None = None,
+                 composite_partial: bool | None = None, refine: bool | None = None,
                  callback: Callable[[int, int, list[Image.Image]], None] | None = None,
                  callback_every: int = 32, callback_images: bool = True) -> PipelineOutput:
         """Generate ``num_images`` garments from any mix of text, sketch and partial image.
@@ -349,6 +361,9 @@ class ArmaniPipeline:
         drawn around it. The kept region is then pasted back into every output and blended
         into the generated pixels around it (``composite_partial``, default from the
         settings); ``PipelineOutput.uncomposited`` holds the model's own decoding.
+
+        ``refine`` (default from the settings) draws the decoded images' fine detail with the
+        checkpoint's detail refiner, when it has one; previews are never refined.
         """
         start = time.perf_counter()
         s = self.settings
@@ -388,7 +403,7 @@ class ArmaniPipeline:
                 fixed = {"fixed_ids": self.encode_image(kept[0].unsqueeze(0), text_ids), "fixed_mask": cells}
         ids = smp(self.transformer, text_ids, sketch_ids, partial_ids, num_images=num_images, generator=seed,
                   callback=preview, **fixed)
-        images = self.decode(ids)
+        images = self.decode(ids, refine=s.refine if refine is None else refine, seed=seed)
         uncomposited = None
         if kept is not None and (s.composite_partial if composite_partial is None else composite_partial):
             uncomposited = images
@@ -429,8 +444,19 @@ class ArmaniPipeline:
                                      "(mask-predict needs the bidirectional M6-style checkpoint)")
         return smp.with_options(**options)
 
-    def decode(self, ids: torch.Tensor) -> list[Image.Image]:
-        out = tensor_to_pil(self.vqgan.decode(ids).clamp(-1, 1))
+    @torch.inference_mode()
+    def decode_tensor(self, ids: torch.Tensor, refine: bool = False, seed: int = 0) -> torch.Tensor:
+        """Token ids -> images (B, 3, S, S) in [-1, 1]; with ``refine`` and a refiner in the
+        checkpoint, its detail drawn (one seeded sample per image)."""
+        images = self.vqgan.decode(ids).clamp(-1, 1)
+        if refine and self.refiner is not None:
+            images = self.refiner.refine(images, generator=torch.Generator().manual_seed(int(seed)),
+                                         steps=self.settings.refine_steps or None,
+                                         strength=self.settings.refine_strength or None)
+        return images
+
+    def decode(self, ids: torch.Tensor, refine: bool = False, seed: int = 0) -> list[Image.Image]:
+        out = tensor_to_pil(self.decode_tensor(ids, refine, seed))
         return out if isinstance(out, list) else [out]
 
     def _preview(self, ids_so_far: torch.Tensor) -> list[Image.Image]:

@@ -201,9 +201,12 @@ def score_anchors(cfg: EvalConfig, prompts: list[dict], controls: list, size: in
 def codebook_round_trip(pipe, batch_size: int = 64):
     """``(images (N, 3, S, S) in [-1, 1], texts) -> images``: encode with ``pipe``'s image
     codebook (fused with each caption's words when the codebook is cross-modal) and decode
-    again; None for a pipeline without ``encode_image`` / ``vqgan`` / ``tokenizer``."""
+    again, the way the pipeline decodes its samples (its detail refiner included, when it has
+    one and its settings use it); None for a pipeline without ``encode_image`` / ``vqgan`` /
+    ``tokenizer``."""
     if not all(hasattr(pipe, name) for name in ("encode_image", "vqgan", "tokenizer")):
         return None
+    refine = bool(getattr(pipe, "refiner", None) is not None and pipe.settings.refine)
 
     @torch.inference_mode()
     def round_trip(images: torch.Tensor, texts: list[str]) -> torch.Tensor:
@@ -211,7 +214,8 @@ def codebook_round_trip(pipe, batch_size: int = 64):
         for i in range(0, len(images), batch_size):
             text_ids = pipe.tokenizer(texts[i:i + batch_size], warn=False).ids  # (b, L), padded to the context
             ids = pipe.encode_image(images[i:i + batch_size], text_ids)
-            out.append(pipe.vqgan.decode(ids).clamp(-1, 1))
+            out.append(pipe.decode_tensor(ids, refine=True, seed=i) if refine
+                       else pipe.vqgan.decode(ids).clamp(-1, 1))
         return torch.cat(out)
 
     return round_trip

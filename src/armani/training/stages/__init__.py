@@ -10,10 +10,12 @@ from armani.training.stages import (  # noqa: F401  (registration)
     base,
     diffusion,
     maskclip,
+    refiner,
     segmenter,
     tokenizers,
     transformer,
 )
 
-# Not in ORDER (trained on demand): attribute_classifier (evaluation), diffusion (a baseline).
+# Not in ORDER (trained on demand): attribute_classifier (evaluation), diffusion (a baseline),
+# refiner (the detail refiner, after vqgan).
 ORDER = ("segmenter", "maskclip", "vqgan", "sketch_tokenizer", "partial_tokenizer", "transformer")
