@@ -113,6 +113,17 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="module")
+def ref_pipeline(tiny_pipeline):
+    """The in-process reference for the app's outputs: the tiny pipeline sampling at the precision
+    the app picks on this CPU (float32 where bf16 is not native; see demo.models)."""
+    import copy
+
+    from demo.models import sample_at_native_precision
+
+    return sample_at_native_precision(copy.copy(tiny_pipeline))
+
+
 def _images(gallery) -> list[np.ndarray]:
     return [np.asarray(Image.open(item["image"]).convert("RGB")) for item in gallery]
 
@@ -134,9 +145,9 @@ def test_api_lists_every_named_endpoint(client):
             "/partial_to_image_stream"} <= names
 
 
-def test_text_to_image_returns_the_pipelines_images(client, tiny_pipeline):
+def test_text_to_image_returns_the_pipelines_images(client, ref_pipeline):
     shown, raw, status = client.predict(PROMPT, 4, 7, 1.0, 100, 3.0, "AR", api_name="/text_to_image")
-    S = tiny_pipeline.image_size
+    S = ref_pipeline.image_size
     got = _images(raw)
     assert len(shown) == len(raw) == 4
     assert all(im.shape == (S, S, 3) for im in got)
@@ -145,7 +156,7 @@ def test_text_to_image_returns_the_pipelines_images(client, tiny_pipeline):
     # The enlarged image is the model-size one, each pixel repeated (NEAREST).
     assert np.array_equal(_images(shown)[0][::factor, ::factor], got[0])
     # The same call made in-process gives the same pixels.
-    want = tiny_pipeline(text=PROMPT, num_images=4, seed=7, temperature=1.0, top_k=100, guidance_scale=3.0)
+    want = ref_pipeline(text=PROMPT, num_images=4, seed=7, temperature=1.0, top_k=100, guidance_scale=3.0)
     assert all(np.array_equal(g, np.asarray(w)) for g, w in zip(got, want.images))
     assert "4 images in" in status and "seed 7" in status
     # Another seed, other garments.
@@ -166,8 +177,8 @@ def test_the_pages_stream_endpoint_streams_previews_then_the_same_images(client)
     assert all(np.array_equal(a, b) for a, b in zip(_images(raw), _images(want)))
 
 
-def test_sketch_from_photo_and_from_drawing(client, files, tiny_pipeline):
-    S = tiny_pipeline.image_size
+def test_sketch_from_photo_and_from_drawing(client, files, ref_pipeline):
+    S = ref_pipeline.image_size
     preview = _array(client.predict(handle_file(str(files["garment"])), 100, 200, api_name="/canny_preview"))
     shown, raw, seen, status = client.predict(PROMPT, "photo", None, handle_file(str(files["garment"])), 100, 200, 2,
                                               0, api_name="/sketch_to_image")
@@ -176,7 +187,7 @@ def test_sketch_from_photo_and_from_drawing(client, files, tiny_pipeline):
     factor = seen.shape[0] // S
     edges = seen[::factor, ::factor, 0]
     # What the model saw is the Canny sketch of the photo at its size, shown in the preview too.
-    _, want = tiny_pipeline.prepare_sketch(str(files["garment"]), [], mode="photo", thresholds=(100, 200))
+    _, want = ref_pipeline.prepare_sketch(str(files["garment"]), [], mode="photo", thresholds=(100, 200))
     assert np.array_equal(edges, np.asarray(want))
     assert np.array_equal(preview, seen)
     assert set(np.unique(edges)) <= {0, 255} and edges.any()
@@ -191,8 +202,8 @@ def test_sketch_from_photo_and_from_drawing(client, files, tiny_pipeline):
     assert drawn[S // 2, S // 2] == 0  # the rectangle's inside is not a stroke
 
 
-def test_partial_region_box_brush_and_random(client, files, tiny_pipeline):
-    S = tiny_pipeline.image_size
+def test_partial_region_box_brush_and_random(client, files, ref_pipeline):
+    S = ref_pipeline.image_size
     garment = np.asarray(Image.open(files["garment"]).convert("RGB").resize((S, S), Image.Resampling.LANCZOS))
 
     def seen(region, layers=(), box=(0, 0, 50, 50), seed=0):
@@ -239,17 +250,17 @@ def test_example_garments_bring_their_own_captions(client):
     assert partial_text["value"] == "" and partial_text["placeholder"].startswith("e.g. ")
 
 
-def test_heatmaps_one_per_word(client, files, tiny_pipeline):
+def test_heatmaps_one_per_word(client, files, ref_pipeline):
     text = "a shirt with a collar, long sleeves and pockets"
-    words = tiny_pipeline.tokenizer.words(text)
+    words = ref_pipeline.tokenizer.words(text)
     overlays, parts, table, figure = client.predict(handle_file(str(files["garment"])), text, api_name="/heatmaps")
     assert len(overlays) == len(words) == len(table["data"])
     assert [row[0] for row in table["data"]] == words
     assert [item["caption"].split(" → ")[0] for item in overlays] == words
     from armani.alignment import word_part_heatmaps
 
-    want = word_part_heatmaps(tiny_pipeline.maskclip, tiny_pipeline.tokenizer, str(files["garment"]), text,
-                              segmenter=tiny_pipeline.segmenter)
+    want = word_part_heatmaps(ref_pipeline.maskclip, ref_pipeline.tokenizer, str(files["garment"]), text,
+                              segmenter=ref_pipeline.segmenter)
     assert [row[1] for row in table["data"]] == want.pointed_part
     assert np.allclose([row[2] for row in table["data"]], want.best_score.numpy(), atol=1e-3)
     assert [row[3] for row in table["data"]][words.index("collar")] == "collar"
@@ -282,12 +293,12 @@ def test_compare_one_image_per_method(client, files):
         client.predict(PROMPT, None, None, 5, [], api_name="/compare")
 
 
-def test_parts_and_edit_part(client, files, tiny_pipeline):
+def test_parts_and_edit_part(client, files, ref_pipeline):
     update = client.predict(handle_file(str(files["garment"])), api_name="/parts_in")
     from armani.parts import PART_NAMES
 
     choices = [c[0] for c in update["choices"]]
-    mask = tiny_pipeline.segment(str(files["garment"]))
+    mask = ref_pipeline.segment(str(files["garment"]))
     assert choices and choices == [PART_NAMES[k] for k in np.unique(mask) if k >= 2]
     part = choices[0]
     before, after, region, status = client.predict(handle_file(str(files["garment"])), part, "a red pocket", 0,
@@ -298,7 +309,7 @@ def test_parts_and_edit_part(client, files, tiny_pipeline):
     assert f"{part} regenerated" in status
 
 
-def test_search_returns_k_scored_rows(client, tiny_pipeline):
+def test_search_returns_k_scored_rows(client, ref_pipeline):
     from armani.data.images import pil_to_tensor
     from armani.data.synthetic import generate_row
     from armani.retrieval import MaskCLIPIndex
@@ -309,11 +320,11 @@ def test_search_returns_k_scored_rows(client, tiny_pipeline):
     scores = [r[2] for r in rows]
     assert scores == sorted(scores, reverse=True) and len({r[1] for r in rows}) == 5
     for rank, row_id, score, caption in rows[:2]:
-        row = generate_row(row_id, size=tiny_pipeline.image_size, seed=0, split="val")
+        row = generate_row(row_id, size=ref_pipeline.image_size, seed=0, split="val")
         assert caption == row["caption"]
-        one = MaskCLIPIndex.build(tiny_pipeline.maskclip, [(pil_to_tensor(Image.fromarray(row["image"])),
+        one = MaskCLIPIndex.build(ref_pipeline.maskclip, [(pil_to_tensor(Image.fromarray(row["image"])),
                                                             torch.from_numpy(row["mask"]).long())],
-                                  tokenizer=tiny_pipeline.tokenizer)
+                                  tokenizer=ref_pipeline.tokenizer)
         assert one.search("red dress with a belt", 1)[0][1] == pytest.approx(score, abs=2e-3)
 
 
@@ -346,7 +357,7 @@ def test_bad_input_gives_a_readable_error(client, files, call, message):
 
 
 @pytest.mark.parametrize("name", ["rgba", "grey", "cmyk", "16bit", "huge"])
-def test_any_image_mode_and_size_is_accepted(client, files, name, tiny_pipeline):
+def test_any_image_mode_and_size_is_accepted(client, files, name, ref_pipeline):
     _, raw, partial, status = client.predict(PROMPT, _editor(files[name]), "box", 0, 0, 100, 100, 1, 0,
                                              api_name="/partial_to_image")
     kept = _array(partial)
@@ -380,13 +391,13 @@ def test_twenty_concurrent_clients(app):
 
 
 # -- the time limit, in-process (a server started with a tiny limit would cost another start) -------
-def test_time_limit_stops_sampling(tiny_pipeline):
+def test_time_limit_stops_sampling(ref_pipeline):
     import gradio as gr
 
     from demo.handlers import Handlers
     from demo.models import DemoModels
 
-    handlers = Handlers(DemoModels(main=tiny_pipeline, time_limit=0.0))
+    handlers = Handlers(DemoModels(main=ref_pipeline, time_limit=0.0))
     with pytest.raises(gr.Error, match="time limit"):
         list(handlers.text_to_image(PROMPT, 4, 0, progress=lambda *a, **k: None))
 
@@ -444,3 +455,18 @@ def test_a_stopped_app_removes_its_folder_of_served_files(tiny_run, tmp_path, mo
         assert len(list(tmp_path.glob("armani-gradio-*"))) == 1
     assert running.process.returncode == 0, running.log()
     assert not list(tmp_path.glob("armani-gradio-*"))
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_the_app_samples_at_the_cpus_native_precision(tiny_pipeline, monkeypatch, native):
+    import copy
+
+    import demo.models as models
+
+    monkeypatch.setattr(models, "native_bf16", lambda: native)
+    pipe = copy.copy(tiny_pipeline)
+    pipe.sampler = tiny_pipeline.sampler.with_options(dtype="bfloat16")
+    models.sample_at_native_precision(pipe)
+    assert pipe.sampler.dtype == ("bfloat16" if native else "float32")
+    assert tiny_pipeline.sampler.dtype == "bfloat16"  # the loaded pipeline's stored sampler is not touched
+    assert pipe.sampler.with_options(dtype="bfloat16") == tiny_pipeline.sampler.with_options(dtype="bfloat16")

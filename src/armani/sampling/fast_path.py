@@ -85,6 +85,17 @@ def _pack_linears(model: nn.Module) -> None:
 
 
 @functools.cache
+def native_bf16() -> bool:
+    """Whether oneDNN runs bf16 matmuls natively on this CPU (AVX-512 BF16 or AMX). Without
+    them it emulates bf16 and the bf16 sampler is slower than float32: on a 2-core AVX2 EPYC,
+    4 images took 2.2-2.7 s in bf16 against 1.3-1.6 s in float32 (2026-12-06)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (RuntimeError, AttributeError):
+        return False
+
+
+@functools.cache
 def packing_works() -> bool:
     """Whether this torch build has the oneDNN ops and they match ``F.linear`` exactly."""
     try:
@@ -97,4 +108,4 @@ def packing_works() -> bool:
         return False
 
 
-__all__ = ["PRECISIONS", "PackedLinear", "check_precision", "model_for_sampling", "packing_works"]
+__all__ = ["PRECISIONS", "PackedLinear", "check_precision", "model_for_sampling", "native_bf16", "packing_works"]
