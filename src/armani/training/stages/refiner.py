@@ -27,14 +27,10 @@ from armani.models.refiner import DetailRefiner, RefinerConfig
 from armani.models.vqgan import VQGAN
 from armani.training.engine import StepOutput, register_stage
 from armani.training.stages.base import GarmentStage
-from armani.training.stages.transformer import encode_image_tokens
+from armani.training.stages.transformer import channels_last, encode_image_tokens
 
 # Fractions of the schedule at which the validation loss is measured (fixed noise).
 EVAL_FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)
-
-
-def _channels_last(model: torch.nn.Module) -> torch.nn.Module:
-    return model.to(memory_format=torch.channels_last)
 
 
 @register_stage
@@ -55,13 +51,13 @@ class RefinerStage(GarmentStage):
         if vqgan.config.image_size != self.model_config.image_size:
             raise ValueError(f"the run's image codebook draws {vqgan.config.image_size} px images, the refiner "
                              f"{self.model_config.image_size} px: set refiner.image_size")
-        out = {"vqgan": _channels_last(vqgan)}
+        out = {"vqgan": channels_last(vqgan)}
         if vqgan.config.fusion:  # a cross-modal codebook encodes with the part masks and MaskCLIP's words
             from armani.models.maskclip import MaskCLIP
             from armani.models.segmenter import Segmenter
 
-            out["segmenter"] = _channels_last(Segmenter.from_pretrained(self.artefact_dir("segmenter")).eval())
-            out["maskclip"] = _channels_last(MaskCLIP.from_pretrained(self.artefact_dir("maskclip")).eval())
+            out["segmenter"] = channels_last(Segmenter.from_pretrained(self.artefact_dir("segmenter")).eval())
+            out["maskclip"] = channels_last(MaskCLIP.from_pretrained(self.artefact_dir("maskclip")).eval())
         return out
 
     @torch.no_grad()

@@ -51,7 +51,7 @@ def garment_background_ce(batches) -> dict[str, float]:
 VIEWED_KEYS = ("sketch_ids", "partial_ids")
 
 
-def _channels_last(model: torch.nn.Module) -> torch.nn.Module:
+def channels_last(model: torch.nn.Module) -> torch.nn.Module:
     """``model`` with its convolution weights in channels-last layout (other tensors unchanged)."""
     return model.to(memory_format=torch.channels_last)
 
@@ -135,9 +135,9 @@ class TransformerStage(GarmentStage):
     @cached_property
     def tokenizers(self) -> dict[str, VQGAN]:
         return {
-            "vqgan": _channels_last(VQGAN.from_pretrained(self.artefact_dir("vqgan")).eval()),
-            "sketch": _channels_last(VQGAN.from_pretrained(self.artefact_dir("sketch_tokenizer")).eval()),
-            "partial": _channels_last(VQGAN.from_pretrained(self.artefact_dir("partial_tokenizer")).eval()),
+            "vqgan": channels_last(VQGAN.from_pretrained(self.artefact_dir("vqgan")).eval()),
+            "sketch": channels_last(VQGAN.from_pretrained(self.artefact_dir("sketch_tokenizer")).eval()),
+            "partial": channels_last(VQGAN.from_pretrained(self.artefact_dir("partial_tokenizer")).eval()),
         }
 
     @cached_property
@@ -147,8 +147,8 @@ class TransformerStage(GarmentStage):
             from armani.models.maskclip import MaskCLIP
             from armani.models.segmenter import Segmenter
 
-            out["segmenter"] = _channels_last(Segmenter.from_pretrained(self.artefact_dir("segmenter")).eval())
-            out["maskclip"] = _channels_last(MaskCLIP.from_pretrained(self.artefact_dir("maskclip")).eval())
+            out["segmenter"] = channels_last(Segmenter.from_pretrained(self.artefact_dir("segmenter")).eval())
+            out["maskclip"] = channels_last(MaskCLIP.from_pretrained(self.artefact_dir("maskclip")).eval())
         return out
 
     # -- data: token ids, computed once ----------------------------------------------------
