@@ -6,11 +6,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,20 +20,11 @@ from armani.baselines.diffusion import (
 )
 from armani.pipeline import PipelineInputError
 
-TRAIN = Path(__file__).resolve().parents[1] / "src" / "armani" / "train.py"
-
 
 @pytest.fixture(scope="module")
-def diffusion_run(tiny_run, tmp_path_factory):
+def diffusion_run(tiny_run_with_stage):
     """A copy of the tiny run with the diffusion stage trained on top (6 steps)."""
-    run = tmp_path_factory.mktemp("diffusion_run") / "run"
-    shutil.copytree(tiny_run, run)
-    cmd = [sys.executable, str(TRAIN), "--config", "tiny", "--stage", "diffusion", "--output", str(run),
-           f"data.cache_dir={run / 'data'}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
-                          env=dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1"))
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    return run
+    return tiny_run_with_stage("diffusion")
 
 
 @pytest.fixture(scope="module")

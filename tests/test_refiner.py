@@ -6,11 +6,6 @@ pipeline."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,20 +14,11 @@ import torch
 from armani.models.refiner import DetailRefiner, RefinerConfig, tiny_refiner_config
 from armani.pipeline import ArmaniPipeline
 
-TRAIN = Path(__file__).resolve().parents[1] / "src" / "armani" / "train.py"
-
 
 @pytest.fixture(scope="module")
-def refiner_run(tiny_run, tmp_path_factory):
+def refiner_run(tiny_run_with_stage):
     """A copy of the tiny run with the refiner stage trained on top (6 steps)."""
-    run = tmp_path_factory.mktemp("refiner_run") / "run"
-    shutil.copytree(tiny_run, run)
-    cmd = [sys.executable, str(TRAIN), "--config", "tiny", "--stage", "refiner", "--output", str(run),
-           f"data.cache_dir={run / 'data'}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
-                          env=dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1"))
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    return run
+    return tiny_run_with_stage("refiner")
 
 
 def _arrays(images) -> np.ndarray:

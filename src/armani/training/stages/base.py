@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 
@@ -13,9 +14,47 @@ from armani.parts import NUM_PARTS
 from armani.training.data import load_split, procedural_split, run_tokenizer, torch_dataset
 from armani.training.engine import OptimConfig, Stage
 
+# Fractions of a diffusion schedule at which a denoiser's validation loss is measured.
+EVAL_FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)
+
 
 class GarmentStage(Stage):
     """A stage trained on the run's garment data (``cfg.data``)."""
+
+    eval_batches = 8  # validation batches of a denoiser's fixed-noise evaluation
+
+    def step_generator(self, step: int) -> torch.Generator:
+        """The random draws of one training step (noise, timesteps, drops, flips): a function of
+        (seed, step, rank), so a resumed run draws what the uninterrupted one did."""
+        seed = (self.cfg.train.seed * 1_000_003 + step) * 64 + self.accelerator.process_index
+        return torch.Generator().manual_seed(seed)
+
+    @torch.no_grad()
+    def fixed_noise_losses(self, loader, num_train_timesteps: int,
+                           losses_at: Callable[[dict, torch.Generator, list[int]], list[torch.Tensor]]
+                           ) -> dict[str, float]:
+        """A denoiser's mean validation loss at fixed timesteps (``EVAL_FRACTIONS`` of the
+        schedule) with fixed noise, comparable across steps and runs, on up to ``eval_batches``
+        batches. ``losses_at(batch, generator, timesteps)`` returns one (B,) per-sample loss per
+        timestep, drawing its noise from ``generator``."""
+        acc = self.accelerator
+        ts = [min(num_train_timesteps - 1, int(f * num_train_timesteps)) for f in EVAL_FRACTIONS]
+        sums = torch.zeros(len(ts), device=acc.device)
+        count = torch.zeros((), device=acc.device)
+        for i, batch in enumerate(loader):
+            if i >= self.eval_batches:
+                break
+            gen = torch.Generator().manual_seed(10_000 + i * 64 + acc.process_index)
+            with acc.autocast():
+                per_t = losses_at(batch, gen, ts)
+            for k, losses in enumerate(per_t):
+                sums[k] += losses.sum()
+            count += per_t[0].shape[0]
+        sums, count = acc.reduce(sums, "sum"), acc.reduce(count, "sum")
+        per_t = (sums / count.clamp(min=1)).tolist()
+        metrics = {f"loss_t{t}": v for t, v in zip(ts, per_t)}
+        metrics["loss"] = sum(per_t) / len(per_t)
+        return metrics
 
     @property
     def optim(self) -> OptimConfig:

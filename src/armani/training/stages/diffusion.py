@@ -32,15 +32,11 @@ from armani.models.maskclip import MaskCLIP
 from armani.training.engine import OptimConfig, StepOutput, register_stage
 from armani.training.stages.base import GarmentStage
 
-# Fractions of the schedule at which the validation loss is measured (fixed noise, full text).
-EVAL_FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)
-
 
 @register_stage
 class DiffusionStage(GarmentStage):
     name = "diffusion"
     requires = ("maskclip",)
-    eval_batches = 8
 
     @property
     def optim(self) -> OptimConfig:
@@ -69,16 +65,11 @@ class DiffusionStage(GarmentStage):
     def on_prepared(self) -> None:
         self.empty_ids = self.tokenizer([""]).ids.to(self.accelerator.device)  # (1, L)
 
-    def _generator(self, step: int) -> torch.Generator:
-        """Noise, timesteps and caption drops of one step: a function of (seed, step, rank)."""
-        seed = (self.cfg.train.seed * 1_000_003 + step) * 64 + self.accelerator.process_index
-        return torch.Generator().manual_seed(seed)
-
     def training_step(self, batch, step):
         images, ids = batch["image"], batch["text_ids"]  # (B, 3, S, S), (B, L)
         B, device = images.shape[0], images.device
         c = self.model_config
-        gen = self._generator(step)
+        gen = self.step_generator(step)
         noise = torch.randn(images.shape, generator=gen).to(device)  # (B, 3, S, S)
         timesteps = torch.randint(0, c.num_train_timesteps, (B,), generator=gen).to(device)  # (B,)
         drop = (torch.rand(B, generator=gen) < c.text_drop).to(device)  # (B,)
@@ -93,27 +84,17 @@ class DiffusionStage(GarmentStage):
     def evaluate(self, loader) -> dict[str, float]:
         """Mean denoising loss at fixed timesteps with fixed noise (comparable across steps
         and runs), on up to ``eval_batches`` validation batches, captions kept."""
-        acc, model, c = self.accelerator, self.unwrap("diffusion"), self.model_config
-        ts = [min(c.num_train_timesteps - 1, int(f * c.num_train_timesteps)) for f in EVAL_FRACTIONS]
-        sums = torch.zeros(len(ts), device=acc.device)
-        count = torch.zeros((), device=acc.device)
-        for i, batch in enumerate(loader):
-            if i >= self.eval_batches:
-                break
+        model = self.unwrap("diffusion")
+
+        def losses_at(batch, gen, ts):
             images = batch["image"]
-            gen = torch.Generator().manual_seed(10_000 + i * 64 + acc.process_index)
             noise = torch.randn(images.shape, generator=gen).to(images.device)
-            with acc.autocast():
-                states, attend = self.frozen["text"](batch["text_ids"])
-                for k, t in enumerate(ts):
-                    timesteps = torch.full((images.shape[0],), t, device=images.device, dtype=torch.long)
-                    sums[k] += model(images, states, attend, noise, timesteps).per_sample.sum()
-            count += images.shape[0]
-        sums, count = acc.reduce(sums, "sum"), acc.reduce(count, "sum")
-        per_t = (sums / count.clamp(min=1)).tolist()
-        metrics = {f"loss_t{t}": v for t, v in zip(ts, per_t)}
-        metrics["loss"] = sum(per_t) / len(per_t)
-        return metrics
+            states, attend = self.frozen["text"](batch["text_ids"])
+            return [model(images, states, attend, noise,
+                          torch.full((images.shape[0],), t, device=images.device, dtype=torch.long)).per_sample
+                    for t in ts]
+
+        return self.fixed_noise_losses(loader, self.model_config.num_train_timesteps, losses_at)
 
     def export(self, out_dir: Path) -> None:
         pipe = DiffusionBaselinePipeline(self.tokenizer, self.text_tower.cpu(), self.unwrap("diffusion").cpu())

@@ -29,15 +29,11 @@ from armani.training.engine import StepOutput, register_stage
 from armani.training.stages.base import GarmentStage
 from armani.training.stages.transformer import channels_last, encode_image_tokens
 
-# Fractions of the schedule at which the validation loss is measured (fixed noise).
-EVAL_FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)
-
 
 @register_stage
 class RefinerStage(GarmentStage):
     name = "refiner"
     requires = ("vqgan",)
-    eval_batches = 8
 
     @cached_property
     def model_config(self) -> RefinerConfig:
@@ -67,15 +63,10 @@ class RefinerStage(GarmentStage):
         ids = encode_image_tokens(batch, vqgan, self.frozen)
         return vqgan.decode(ids).float().clamp(-1, 1)
 
-    def _generator(self, step: int) -> torch.Generator:
-        """Noise, timesteps and flips of one step: a function of (seed, step, rank)."""
-        seed = (self.cfg.train.seed * 1_000_003 + step) * 64 + self.accelerator.process_index
-        return torch.Generator().manual_seed(seed)
-
     def training_step(self, batch, step):
         decoded = self.round_trip(batch)
         real = batch["image"].float()
-        gen = self._generator(step)
+        gen = self.step_generator(step)
         # mirror half the pairs (both images together): the detail is the same either way round
         flip = (torch.rand(real.shape[0], generator=gen) < 0.5).to(real.device)[:, None, None, None]
         real = torch.where(flip, real.flip(-1), real)
@@ -88,30 +79,21 @@ class RefinerStage(GarmentStage):
     def evaluate(self, loader) -> dict[str, float]:
         """Mean denoising loss at fixed timesteps with fixed noise (comparable across steps and
         runs), on up to ``eval_batches`` validation batches."""
-        acc, model, c = self.accelerator, self.unwrap("refiner"), self.model_config
-        ts = [min(c.num_train_timesteps - 1, int(f * c.num_train_timesteps)) for f in EVAL_FRACTIONS]
-        sums = torch.zeros(len(ts), device=acc.device)
-        count = torch.zeros((), device=acc.device)
-        for i, batch in enumerate(loader):
-            if i >= self.eval_batches:
-                break
-            with acc.autocast():
-                decoded = self.round_trip(batch)
-                residual = (batch["image"].float() - decoded) * c.residual_scale
-                gen = torch.Generator().manual_seed(10_000 + i * 64 + acc.process_index)
-                noise = torch.randn(residual.shape, generator=gen).to(residual.device)
-                for k, t in enumerate(ts):
-                    timesteps = torch.full((residual.shape[0],), t, device=residual.device, dtype=torch.long)
-                    noisy = model.noise_scheduler.add_noise(residual, noise, timesteps)
-                    target = model.target(residual, noise, timesteps)
-                    pred = model.predict(noisy, timesteps, decoded).float()
-                    sums[k] += ((pred - target.float()) ** 2).mean(dim=(1, 2, 3)).sum()
-            count += residual.shape[0]
-        sums, count = acc.reduce(sums, "sum"), acc.reduce(count, "sum")
-        per_t = (sums / count.clamp(min=1)).tolist()
-        metrics = {f"loss_t{t}": v for t, v in zip(ts, per_t)}
-        metrics["loss"] = sum(per_t) / len(per_t)
-        return metrics
+        model, c = self.unwrap("refiner"), self.model_config
+
+        def losses_at(batch, gen, ts):
+            decoded = self.round_trip(batch)
+            residual = (batch["image"].float() - decoded) * c.residual_scale
+            noise = torch.randn(residual.shape, generator=gen).to(residual.device)
+            out = []
+            for t in ts:
+                timesteps = torch.full((residual.shape[0],), t, device=residual.device, dtype=torch.long)
+                noisy = model.noise_scheduler.add_noise(residual, noise, timesteps)
+                pred = model.predict(noisy, timesteps, decoded).float()
+                out.append(((pred - model.target(residual, noise, timesteps).float()) ** 2).mean(dim=(1, 2, 3)))
+            return out
+
+        return self.fixed_noise_losses(loader, c.num_train_timesteps, losses_at)
 
     def export(self, out_dir: Path) -> None:
         self.unwrap("refiner").cpu().save_pretrained(out_dir)
