@@ -18,7 +18,7 @@ if str(ROOT) not in sys.path:
 from research import bench_training  # noqa: E402
 
 ROW_NUMBERS = ("s_per_step", "s_per_step_min", "samples_per_s", "gflop_per_step", "gflop_per_sample", "gflops",
-               "share_of_bf16_peak", "share_of_fp32_peak", "samples_per_s_with_data")
+               "share_of_bf16_peak", "share_of_fp32_peak", "share_of_best_peak", "samples_per_s_with_data")
 
 
 def _positive(x) -> bool:
@@ -52,6 +52,10 @@ def test_tiny_segmenter_and_transformer(tmp_path):
         assert math.isfinite(row["loss"])
         assert math.isclose(row["samples_per_s"], row["batch_size"] / row["s_per_step"])
         assert math.isclose(row["share_of_bf16_peak"], row["gflops"] / saved["matmul"]["bf16_gflops"])
+        m = saved["matmul"]
+        assert m["best_gflops"] == max(m["bf16_gflops"], m["fp32_gflops"])
+        assert m["best"] == ("bf16" if m["bf16_gflops"] >= m["fp32_gflops"] else "fp32")
+        assert math.isclose(row["share_of_best_peak"], row["gflops"] / m["best_gflops"])
     # tiny's transformer has the semantic loss from step 0: one row, the semantic phase.
     assert rows["transformer"]["phase"] == "CE + semantic"
 
