@@ -28,7 +28,7 @@ from PIL import Image
 from armani.loading import load_pipeline
 from armani.pipeline import ArmaniPipeline
 from armani.pipeline_protocol import GarmentPipeline, checkpoints_dir, shipped_checkpoint
-from armani.sampling.fast_path import native_bf16
+from armani.sampling.fast_path import native_precision
 
 log = logging.getLogger("armani.demo")
 
@@ -59,7 +59,7 @@ def sample_at_native_precision(pipe):
     sampler is emulated and slower (armani.sampling.fast_path.native_bf16). The samples differ
     from bf16 ones only by rounding; the checkpoint's stored sampler is not changed."""
     sampler = getattr(pipe, "sampler", None)
-    if getattr(sampler, "dtype", None) == "bfloat16" and not native_bf16():
+    if getattr(sampler, "dtype", None) == "bfloat16" and native_precision() == "float32":
         pipe.sampler = sampler.with_options(dtype="float32")
         log.info("this CPU has no native bf16 matmuls: %s samples in float32, faster here",
                  type(pipe).__name__)

@@ -463,7 +463,7 @@ def test_the_app_samples_at_the_cpus_native_precision(tiny_pipeline, monkeypatch
 
     import demo.models as models
 
-    monkeypatch.setattr(models, "native_bf16", lambda: native)
+    monkeypatch.setattr(models, "native_precision", lambda: "bfloat16" if native else "float32")
     pipe = copy.copy(tiny_pipeline)
     pipe.sampler = tiny_pipeline.sampler.with_options(dtype="bfloat16")
     models.sample_at_native_precision(pipe)

@@ -496,6 +496,39 @@ def test_partial_task_reports_the_kept_region(tiny_run, classifier_dir, tmp_path
     assert psnr["value"] == psnr["model_only"] and psnr["value"]["exact"] == 0.0
 
 
+def test_sampler_precision_is_the_reports_own_and_put_back(tiny_run, classifier_dir, monkeypatch):
+    """--sampler-precision float32 on a checkpoint that stores a bf16 sampler samples exactly what a
+    float32-stored sampler samples, says so in the report, and leaves the pipeline's sampler as it was."""
+    from armani.evaluation import generation
+    from armani.loading import load_pipeline
+    from armani.sampling import fast_path
+
+    pipe = load_pipeline(tiny_run)
+    stored = pipe.sampler.with_options(dtype="bfloat16")
+    cfg = dict(checkpoint=str(tiny_run), classifier=str(classifier_dir), num_prompts=2, samples_per_prompt=1,
+               progress=False, inception="off")
+    pipe.sampler = stored
+    as_float = generation.evaluate(generation.EvalConfig(sampler_precision="float32", **cfg), pipe)
+    assert pipe.sampler is stored
+    as_bf16 = generation.evaluate(generation.EvalConfig(**cfg), pipe)
+    pipe.sampler = stored.with_options(dtype="float32")
+    reference = generation.evaluate(generation.EvalConfig(**cfg), pipe)
+    assert (as_float["sampler_precision"], as_bf16["sampler_precision"], reference["sampler_precision"]) == (
+        "float32", "bfloat16", "float32")
+    assert as_float["fid"] == reference["fid"] and as_float["maskclip_score"] == reference["maskclip_score"]
+    assert as_float["config"]["sampler_precision"] == "float32"
+
+    for native in ("float32", "bfloat16"):
+        monkeypatch.setattr(fast_path, "native_precision", lambda native=native: native)
+        assert fast_path.resolve_sampler_precision("native", "bfloat16") == native
+    assert fast_path.resolve_sampler_precision("stored", "bfloat16") == "bfloat16"
+    assert fast_path.resolve_sampler_precision("float32", "bfloat16") == "float32"
+    with pytest.raises(ValueError, match="sampler precision"):
+        fast_path.resolve_sampler_precision("fp8", "float32")
+    with pytest.raises(ValueError, match="--sampler-precision"):
+        generation.evaluate(generation.EvalConfig(sampler_precision="half", **cfg), pipe)
+
+
 def test_cli_reports_bad_inputs_clearly(tiny_run, tmp_path, capsys):
     from armani.evaluation import generation
 

@@ -95,6 +95,27 @@ def native_bf16() -> bool:
         return False
 
 
+def native_precision() -> str:
+    """The faster sampling precision on this CPU: "bfloat16" where bf16 matmuls are native,
+    else "float32" (the two differ only by rounding)."""
+    return "bfloat16" if native_bf16() else "float32"
+
+
+SAMPLER_PRECISION_CHOICES = ("stored", "native") + PRECISIONS
+
+
+def resolve_sampler_precision(choice: str, stored: str) -> str:
+    """What a ``--sampler-precision`` choice samples in: "stored" keeps ``stored`` (the
+    checkpoint's own), "native" is :func:`native_precision`, or a precision by name."""
+    if choice == "stored":
+        return check_precision(stored)
+    if choice == "native":
+        return native_precision()
+    if choice not in PRECISIONS:
+        raise ValueError(f"sampler precision must be one of {SAMPLER_PRECISION_CHOICES}, got {choice!r}")
+    return choice
+
+
 @functools.cache
 def packing_works() -> bool:
     """Whether this torch build has the oneDNN ops and they match ``F.linear`` exactly."""
@@ -108,4 +129,5 @@ def packing_works() -> bool:
         return False
 
 
-__all__ = ["PRECISIONS", "PackedLinear", "check_precision", "model_for_sampling", "native_bf16", "packing_works"]
+__all__ = ["PRECISIONS", "SAMPLER_PRECISION_CHOICES", "PackedLinear", "check_precision", "model_for_sampling",
+           "native_bf16", "native_precision", "packing_works", "resolve_sampler_precision"]
