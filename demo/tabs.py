@@ -204,7 +204,8 @@ def partial_tab(page: Page) -> None:
                 # Empty by default: a fixed prompt would describe another garment than the one uploaded.
                 text = gr.Textbox(label="Describe the garment (optional)", value="", lines=2,
                                   placeholder="e.g. " + EXAMPLE_PROMPTS[2], max_length=MAX_TEXT_CHARS)
-                editor = gr.ImageEditor(label="Upload a garment, then paint the region to keep",
+                # A short label: the editor's toolbar covers the end of a longer one.
+                editor = gr.ImageEditor(label="Garment (brush what to keep)",
                                         sources=["upload", "clipboard"], transforms=(),
                                         brush=gr.Brush(colors=["#22c55e"], default_size=12, color_mode="fixed"),
                                         canvas_size=(320, 320), layers=False)
