@@ -93,11 +93,12 @@ def test_user_keep_region(tiny_pipeline):
 
 def test_kept_region_is_pasted_back_and_blended(tiny_pipeline):
     photo = _photo()
-    tiny_pipeline.settings.harmonise_background = False  # away from the seam: the model's own pixels
+    # away from the seam: the model's own pixels (neither the background nor the garment shifted)
+    tiny_pipeline.settings.harmonise_background = tiny_pipeline.settings.harmonise_garment = False
     try:
         out = tiny_pipeline(text="jacket", partial=photo, num_images=2, seed=3)
     finally:
-        tiny_pipeline.settings.harmonise_background = True
+        tiny_pipeline.settings.harmonise_background = tiny_pipeline.settings.harmonise_garment = True
     kept = np.asarray(out.keep_mask) > 0
     given = np.asarray(out.partial)  # the partial image as the model saw it (grey outside)
     for image, raw in zip(out.images, out.uncomposited):
@@ -170,6 +171,49 @@ def test_the_generated_background_takes_the_tint_of_the_kept_region():
     assert max(errors) < 6 and np.mean(errors) < 3, errors
     every = torch.ones_like(keep_t)  # a region that is the whole frame leaves nothing to harmonise
     assert harmonise_background([drawn], partial, every, segmenter)[0] is drawn
+
+
+def test_the_generated_garment_takes_the_shade_of_its_kept_part():
+    """A garment drawn in another shade than its kept part (its pattern, seams and shading as in
+    the render): harmonising moves the generated garment to the kept part's shade, and leaves the
+    background, the pattern and the kept pixels as they were."""
+    from scipy import ndimage
+
+    from armani.data.synthetic import generate_row
+    from armani.data.transforms import image_tensor
+    from armani.models.segmenter import Segmenter
+    from armani.pipeline import composite_kept_region, harmonise_garment
+
+    segmenter = Segmenter.from_pretrained(Path(__file__).resolve().parents[1] / "checkpoints" / "armani" / "segmenter")
+    keep = np.zeros((64, 64), bool)
+    # the top half: a part of the garment and its background. (The renderer lights garments from
+    # one side, so across a vertical edge the two halves differ in shade by themselves.)
+    keep[:32] = True
+    keep_t = torch.from_numpy(keep[None].astype(np.float32))
+    errors = []
+    for index in (5, 6, 7):
+        row = generate_row(index, 64, seed=0)
+        render, garment = row["image"], row["mask"] > 0
+        assert (keep & garment).sum() > 100 and (~keep & garment).sum() > 100
+        drawn = render.astype(int)
+        # the model chose another shade (each channel moved away from its nearer bound: no clipping)
+        drawn[garment & ~keep] += np.where(render[garment].mean(0) > 127, -1, 1) * np.array([25, 12, 20])
+        drawn = Image.fromarray(drawn.clip(0, 255).astype(np.uint8))
+        partial = image_tensor(render)
+        out = np.asarray(harmonise_garment([drawn], partial, keep_t, segmenter)[0]).astype(int)
+        inner = ~keep & ndimage.binary_erosion(garment, iterations=2)  # away from the garment's outline
+        background = ~keep & ~ndimage.binary_dilation(garment, iterations=2)
+        error = lambda img, where: np.abs(img[where] - render[where].astype(int)).mean()  # noqa: E731
+        assert error(np.asarray(drawn).astype(int), inner) > 15
+        errors.append(error(out, inner))
+        assert error(out, background) < 3  # the studio is not repainted
+        # one offset: the garment's own pattern and shading stay (the step is removed, not the detail)
+        assert np.corrcoef(out[inner].ravel(), render[inner].astype(int).ravel())[0, 1] > 0.9
+        pasted = np.asarray(composite_kept_region([Image.fromarray(out.astype(np.uint8))], partial, keep_t)[0])
+        assert np.array_equal(pasted[keep], render[keep])  # the kept region exactly
+    assert max(errors) < 8 and np.mean(errors) < 5, errors
+    every = torch.ones_like(keep_t)  # a region that is the whole frame leaves nothing to harmonise
+    assert harmonise_garment([drawn], partial, every, segmenter)[0] is drawn
 
 
 def test_kept_token_mask_takes_whole_cells_one_in_from_the_edge():

@@ -100,6 +100,10 @@ class PipelineSettings:
     # background colour and the generated one around it, so the kept region does not show as a
     # rectangle of another tint. The kept pixels and the garment are not touched.
     harmonise_background: bool = True
+    # The same for the garment: shift the generated garment outside the kept region by the
+    # difference between the kept garment's colour and the generated one next to it, so the
+    # kept part does not show as a patch of another shade. One offset: pattern and shading stay.
+    harmonise_garment: bool = True
     # Autoregressive sampling with a partial image: take the image tokens that lie wholly inside
     # the kept region (one cell in from its edge) from the image codebook's encoding of it, so
     # the garment is drawn around the kept part instead of beside it (False: the model sees the
@@ -409,6 +413,8 @@ class ArmaniPipeline:
             uncomposited = images
             if s.harmonise_background:
                 images = harmonise_background(images, *kept, self.segmenter)
+            if s.harmonise_garment:
+                images = harmonise_garment(images, *kept, self.segmenter)
             images = composite_kept_region(images, *kept, feather=s.keep_feather)
         return PipelineOutput(images=images, ids=ids, sketch=sketch_img, partial=partial_img, keep_mask=keep_img,
                               text=read, notes=notes, seconds=time.perf_counter() - start,
@@ -592,7 +598,37 @@ def harmonise_background(images: list[Image.Image], partial: torch.Tensor, keep:
     garment, a garment that fills the frame) or the shift would exceed ``max_shift`` levels in a
     channel (studio tints differ by less; more means a misreading).
     """
+    return _match_kept_colour(images, partial, keep, segmenter, garment=False, ring=ring, min_pixels=min_pixels,
+                              max_shift=max_shift)
+
+
+@torch.no_grad()
+def harmonise_garment(images: list[Image.Image], partial: torch.Tensor, keep: torch.Tensor, segmenter,
+                      ring: int = 8, min_pixels: int = 16, max_shift: float = 40.0) -> list[Image.Image]:
+    """Give the generated rest of the garment the shade of its kept part.
+
+    The same measure as :func:`harmonise_background`, on the garment instead of the studio: the
+    model draws the garment outside the kept region in a shade of its own (an orange-gold tank
+    around a beige kept crop, a brownish black skirt around a navy one), so the pasted region
+    showed as a patch of another colour. Every generated garment pixel outside the region
+    (weighted by the segmenter's garment probability) moves by the difference between the kept
+    garment's colour just inside the region's edge and the generated garment's just outside it,
+    each a 20%-trimmed mean, so a logo or buttons in a band do not set it. One offset keeps the model's pattern, shading and seams; only the overall shade
+    moves. A larger shift than ``max_shift`` levels in a channel is taken for a misreading (a
+    band that holds another part, or a pattern's other colour) and not applied. The kept pixels
+    and the background are not touched.
+    """
+    return _match_kept_colour(images, partial, keep, segmenter, garment=True, ring=ring, min_pixels=min_pixels,
+                              max_shift=max_shift)
+
+
+def _match_kept_colour(images: list[Image.Image], partial: torch.Tensor, keep: torch.Tensor, segmenter,
+                       garment: bool, ring: int, min_pixels: int, max_shift: float) -> list[Image.Image]:
+    """Shift one class of generated pixels (background, or garment with ``garment=True``) outside
+    the kept region by the colour step between the kept and generated pixels of that class, each
+    mean taken in a band of ``ring`` pixels on its side of the region's edge."""
     from scipy import ndimage
+    from scipy.stats import trim_mean
 
     region = keep[0].numpy() > 0.5
     if not region.any() or region.all():
@@ -602,23 +638,31 @@ def harmonise_background(images: list[Image.Image], partial: torch.Tensor, keep:
     pixels = [np.asarray(im.convert("RGB")) for im in images]  # (S, S, 3) uint8 each, read once
     generated = torch.stack([image_tensor(p) for p in pixels])  # (B, 3, S, S)
     probs = segmenter.probs(torch.cat([partial.unsqueeze(0), generated]))  # one pass: the partial image, then the outputs
-    kept_bg = inside & (probs[0].argmax(0).numpy() == 0)
-    if kept_bg.sum() < min_pixels:
+    partial_background = probs[0].argmax(0).numpy() == 0
+    kept_class = inside & (~partial_background if garment else partial_background)
+    if kept_class.sum() < min_pixels:
         return images
     rgb = _partial_rgb(partial)
-    background = probs[1:, 0].numpy()  # (B, S, S)
+    weights = probs[1:, 0].numpy()  # (B, S, S): background probability
+    if garment:
+        weights = 1.0 - weights
     out = []
-    for image, pix, bg in zip(images, pixels, background):
+    for image, pix, w in zip(images, pixels, weights):
         a = pix.astype(np.float64)
-        source, around = kept_bg & (bg > 0.5), near & (bg > 0.5)
+        source, around = kept_class & (w > 0.5), near & (w > 0.5)
         if source.sum() < min_pixels or around.sum() < min_pixels:
             out.append(image)
             continue
-        shift = rgb[source].mean(0) - a[around].mean(0)  # (3,)
+        if garment:
+            # A 20%-trimmed mean: a logo, buttons or a seam in a band (a few dark pixels on a light
+            # garment) would otherwise set the shade; a two-colour pattern still averages out.
+            shift = trim_mean(rgb[source], 0.2, axis=0) - trim_mean(a[around], 0.2, axis=0)
+        else:
+            shift = rgb[source].mean(0) - a[around].mean(0)  # (3,)
         if np.abs(shift).max() > max_shift:
             out.append(image)
             continue
-        a = a + bg[..., None] * (~region)[..., None] * shift
+        a = a + w[..., None] * (~region)[..., None] * shift
         out.append(Image.fromarray(a.round().clip(0, 255).astype(np.uint8)))
     return out
 
