@@ -614,9 +614,10 @@ def harmonise_garment(images: list[Image.Image], partial: torch.Tensor, keep: to
     (weighted by the segmenter's garment probability) moves by the difference between the kept
     garment's colour just inside the region's edge and the generated garment's just outside it,
     each a 20%-trimmed mean, so a logo or buttons in a band do not set it. One offset keeps the
-    model's pattern, shading and seams; only the overall shade moves. A larger shift than ``max_shift`` levels in a channel is taken for a misreading (a
-    band that holds another part, or a pattern's other colour) and not applied. The kept pixels
-    and the background are not touched.
+    model's pattern, shading and seams; only the overall shade moves. A larger shift than
+    ``max_shift`` levels in a channel is taken for a misreading (a band that holds another part,
+    or a pattern's other colour) and not applied. The kept pixels and the background are not
+    touched.
     """
     return _match_kept_colour(images, partial, keep, segmenter, garment=True, ring=ring, min_pixels=min_pixels,
                               max_shift=max_shift)

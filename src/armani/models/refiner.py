@@ -5,9 +5,9 @@ The image codebook draws one token per 4 x 4 pixels. Its round trip of a real re
 renderer's one-pixel structure inside the garment (seams along part borders, button and pocket
 edges), and that structure is what the classifier-feature FID responds to
 (``research/fid_anatomy.py``): three decoder fine-tunes on the same tokens ended at the same
-FID, and the decoder on *unquantised* features still scores 188 against the renders' 122. A deterministic decoder trained
-with L1, perceptual and GAN terms draws the mean of the plausible details, which is a blur; the
-detail itself is a sample. So the refiner is a conditional diffusion model (as the consistency
+FID, and the decoder on *unquantised* features still scores 188 against the renders' 122. A
+deterministic decoder trained with L1, perceptual and GAN terms draws the mean of the plausible
+details, which is a blur; the detail itself is a sample. So the refiner is a conditional diffusion model (as the consistency
 and diffusion decoders of recent text-to-image systems are), in pixel space at the garment's 64
 px:
 
@@ -17,8 +17,9 @@ px:
 - **Residual target.** The model samples ``r = (x - c) * residual_scale``, the real image's
   difference from the decoding, scaled towards the unit noise the schedule assumes (the
   shipped codebook's round trips are 0.064 from the renders in mean absolute value, in [-1, 1]
-  units, so about 0.5 after the default scale of 8). The refined image is ``c + r / residual_scale``: where the decoding is right the
-  residual is near 0 and the refiner leaves it alone.
+  units, so about 0.5 after the default scale of 8). The refined image is
+  ``c + r / residual_scale``: where the decoding is right the residual is near 0 and the refiner
+  leaves it alone.
 - **Schedule.** ``diffusers``' 1000-step DDPM cosine schedule for training, v-prediction (stable
   at few sampling steps), and DDIM with ``trailing`` spacing for sampling, so a handful of
   steps starts from pure noise.
