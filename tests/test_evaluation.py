@@ -552,3 +552,25 @@ def test_armani_evaluate_is_a_thin_entry_point():
     with pytest.raises(SystemExit) as exit_info:
         entry.parse_args(["--help"])
     assert exit_info.value.code == 0
+
+
+def test_partial_category_pairs_replays_the_pipeline_and_pairs_its_readings(tiny_run, classifier_dir, tmp_path):
+    """research/partial_category_pairs.py: the composite it replays step by step ends in exactly the
+    pipeline's output (it raises otherwise), and the paired table adds up to every sample."""
+    sys.path.insert(0, str(ROOT / "research"))
+    import partial_category_pairs as pairs
+
+    assert pairs.mcnemar_exact(0, 0) == 1.0
+    assert pairs.mcnemar_exact(5, 5) == 1.0
+    assert pairs.mcnemar_exact(18, 4) == pytest.approx(0.0043, abs=1e-4)  # a textbook binomial tail
+    out = tmp_path / "pairs.json"
+    summary = pairs.main(["--checkpoint", str(tiny_run), "--classifier", str(classifier_dir), "--num-prompts", "3",
+                          "--samples-per-prompt", "2", "--out", str(out), "--figure", str(tmp_path / "f.png"),
+                          "--category", "none"])
+    saved = json.loads(out.read_text())
+    assert summary["samples"] == 6 and sum(summary["pairs"].values()) == 6
+    assert len(saved["records"]) == 3
+    for record in saved["records"]:
+        assert all(len(record[name]) == 2 for name in ("text_alone", *pairs.VARIANTS))
+    assert set(summary["misses"]) == {"text_alone", *pairs.VARIANTS}
+    assert not (tmp_path / "f.png").exists()  # no prompt of that category, so no figure
