@@ -283,3 +283,83 @@ def test_freeze_keeps_the_codes_and_trains_the_decoder():
         freeze_parts({"vqgan": model}, ["disc.layers"])
     with pytest.raises(ValueError, match="has no 'encodr'"):
         freeze_parts({"vqgan": model}, ["vqgan.encodr"])
+
+
+class SlowStage(ToyStage):
+    """ToyStage whose steps take ``delay`` seconds (``slow_from``: twice that from this step on)."""
+
+    delay = 0.02
+    slow_from: int | None = None
+
+    def training_step(self, batch, step):
+        import time
+
+        time.sleep(self.delay * (2 if self.slow_from is not None and step >= self.slow_from else 1))
+        return super().training_step(batch, step)
+
+
+def _run_slow(tmp, config, crash_at=None, resume=False, slow_from=None):
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    stage = SlowStage(config, tmp)
+    stage.crash_at, stage.slow_from = crash_at, slow_from
+    trainer = Trainer(stage, seed=3, mixed_precision="no", tracker="none", resume=resume)
+    try:
+        trainer.train()
+    except KeyboardInterrupt:
+        pass
+    return stage, trainer
+
+
+def _budget_config(minutes: float, **kw) -> ToyConfig:
+    return ToyConfig(optim=OptimConfig(batch_size=4, lr=0.1, warmup_steps=2, max_steps=100_000, log_every=5,
+                                       checkpoint_every=kw.pop("checkpoint_every", 0), eval_every=0,
+                                       max_minutes=minutes, **kw))
+
+
+def test_fit_steps_to_budget_fills_the_margin_and_stays_inside_the_bounds():
+    from armani.training.engine import BUDGET_MARGIN, fit_steps_to_budget
+
+    assert fit_steps_to_budget(25, 0.5, 100.0, 10_000) == 25 + int(BUDGET_MARGIN * 200)
+    assert fit_steps_to_budget(25, 0.5, 100.0, 60) == 60  # max_steps stays the upper bound
+    assert fit_steps_to_budget(25, 0.5, -3.0, 10_000) == 25  # over budget: stop now
+
+
+def test_a_time_budget_ends_the_loop_in_time_with_the_schedule_stretched_to_it(tmp_path):
+    """max_minutes=0.025 (1.5 s) at ~0.02 s a step: far fewer than max_steps, no later than the
+    budget, and the cosine schedule reaches its floor at the fitted last step."""
+    stage, trainer = _run_slow(tmp_path, _budget_config(0.025))
+    report = json.loads((tmp_path / "toy" / "final" / "training_report.json").read_text())
+    steps = report["steps"]
+    assert 25 < steps < 75, steps  # at most 1.5 s / 0.02 s
+    assert trainer.state.max_steps == steps == stage.optim.max_steps
+    assert trainer.schedules[0].total == steps
+    lr = stage.optimizers["main"].param_groups[0]["lr"]
+    assert lr == pytest.approx(0.1 * 0.1)  # warm-up + cosine ended at 10% of the base rate
+    assert report["train_seconds"] < 1.5 * 1.2
+
+
+def test_a_time_budget_is_lowered_again_when_steps_get_slower(tmp_path):
+    """Fitted at ~0.02 s a step; from step 30 each step takes twice as long, so the run ends
+    with fewer steps than the first fit and still inside the budget."""
+    stage, trainer = _run_slow(tmp_path / "a", _budget_config(0.03))
+    even = trainer.state.max_steps
+    stage, trainer = _run_slow(tmp_path / "b", _budget_config(0.03), slow_from=30)
+    report = json.loads((tmp_path / "b" / "toy" / "final" / "training_report.json").read_text())
+    assert report["steps"] < even - 10, (report["steps"], even)
+    assert report["train_seconds"] < 1.8 * 1.2
+
+
+def test_a_run_fitted_to_a_budget_resumes_with_the_fitted_length(tmp_path):
+    _, first = _run_slow(tmp_path, _budget_config(0.05, checkpoint_every=5), crash_at=33)
+    assert not (tmp_path / "toy" / "final").exists()
+    fitted = first.state.max_steps
+    assert fitted > 33
+    stage, trainer = _run_slow(tmp_path, _budget_config(0.05, checkpoint_every=5), resume=True)
+    report = json.loads((tmp_path / "toy" / "final" / "training_report.json").read_text())
+    # Resumed from step 30 with the checkpoint's fitted length and schedule (lowered only if
+    # the resumed steps ran slower than the budget allows).
+    assert 33 < report["steps"] <= fitted
+    assert trainer.schedules[0].total == report["steps"]

@@ -36,6 +36,11 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.99)
     warmup_steps: int = 100
     max_steps: int = 1000  # optimiser steps (after gradient accumulation)
+    # A wall-clock budget for the stage's loop in minutes (0: none). After its first 25 steps
+    # the trainer times them and lowers max_steps to what fits, stretching the learning-rate
+    # schedule to the new length, and lowers it again if later steps get slower; max_steps
+    # stays the upper bound. For a fixed slot on a machine whose speed is not known in advance.
+    max_minutes: float = 0.0
     grad_accum: int = 1
     grad_clip: float = 1.0
     log_every: int = 10

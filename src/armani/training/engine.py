@@ -164,16 +164,40 @@ class Stage:
         return path
 
 
-def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up then cosine decay to 10% of the base learning rate."""
+class WarmupCosine:
+    """Linear warm-up then cosine decay to 10% of the base learning rate, as a factor of step.
 
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / max(1, warmup)
-        progress = (step - warmup) / max(1, total - warmup)
+    An object rather than a closure: ``LambdaLR`` saves a callable object's attributes with
+    its state, so a schedule whose ``total`` was fitted to a time budget resumes as fitted."""
+
+    def __init__(self, warmup: int, total: int):
+        self.warmup, self.total = int(warmup), int(total)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / max(1, self.warmup)
+        progress = (step - self.warmup) / max(1, self.total - self.warmup)
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up then cosine decay to 10% of the base learning rate."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(warmup, total))
+
+
+# A time budget (``OptimConfig.max_minutes``) is fitted from the speed between these two
+# optimiser steps: the first few steps pay one-off costs (allocator warm-up, kernel selection).
+BUDGET_FIT_FROM, BUDGET_FIT_AT = 5, 25
+# The share of the remaining budget the fitted steps may fill: evaluation, checkpoints and
+# the speed's own spread take the rest.
+BUDGET_MARGIN = 0.9
+
+
+def fit_steps_to_budget(step: int, seconds_per_step: float, remaining_s: float, max_steps: int) -> int:
+    """How many optimiser steps in all fit ``remaining_s`` more seconds at ``seconds_per_step``,
+    having done ``step``; never more than ``max_steps`` nor fewer than ``step``."""
+    more = int(BUDGET_MARGIN * max(0.0, remaining_s) / max(1e-9, seconds_per_step))
+    return max(step, min(int(max_steps), step + more))
 
 
 def resolve_mixed_precision(setting: str) -> str:
@@ -197,6 +221,7 @@ class TrainerState:
     batches_in_epoch: int = 0  # dataloader batches consumed in the current epoch
     samples_seen: int = 0
     elapsed_s: float = 0.0
+    max_steps: int = 0  # the step count fitted to a time budget (0: the config's max_steps)
 
 
 class Trainer:
@@ -238,6 +263,7 @@ class Trainer:
         frozen = st.build_frozen()
         optimizers = st.build_optimizers(models)
         schedulers = {k: warmup_cosine(o, optim.warmup_steps, optim.max_steps) for k, o in optimizers.items()}
+        self.schedules = [f for s in schedulers.values() for f in s.lr_lambdas]  # their WarmupCosine
         self.train_ds = st.train_dataset()
         loader = torch.utils.data.DataLoader(
             self.train_ds,
@@ -312,10 +338,13 @@ class Trainer:
                       f"(epoch {self.state.epoch}, batch {self.state.batches_in_epoch})")
         elif (self.dir / "final" / "DONE").is_file() and not self.resume:
             acc.print(f"[{st.name}] note: {self.dir / 'final'} exists and will be overwritten")
+        if self.state.max_steps:  # fitted to a time budget by an earlier process
+            self._set_max_steps(self.state.max_steps)
         bar = tqdm(total=optim.max_steps, initial=self.state.global_step, desc=st.name,
                    disable=not acc.is_main_process, dynamic_ncols=True)
         t_start = time.perf_counter() - self.state.elapsed_s
         window_t, window_samples = time.perf_counter(), 0
+        self._budget_marks = {}  # budget bookkeeping of this process: step -> perf_counter
         last: StepOutput | None = None
         while self.state.global_step < optim.max_steps:
             self.loader.set_epoch(self.state.epoch)
@@ -356,6 +385,9 @@ class Trainer:
                 if self.val_loader is not None and optim.eval_every and step % optim.eval_every == 0:
                     self._evaluate(step)
                 self.state.elapsed_s = time.perf_counter() - t_start
+                if optim.max_minutes:
+                    self._follow_budget(step)
+                    bar.total = optim.max_steps
                 if (optim.checkpoint_every and step % optim.checkpoint_every == 0) or step == optim.max_steps:
                     self.save_checkpoint()
                 if step >= optim.max_steps:
@@ -398,6 +430,44 @@ class Trainer:
         for tracker in acc.trackers:
             tracker.finish()
         return self.state
+
+    # -- a wall-clock budget -------------------------------------------------------------------
+    def _set_max_steps(self, steps: int) -> None:
+        self.stage.optim.max_steps = self.state.max_steps = int(steps)
+        for schedule in self.schedules:
+            schedule.total = int(steps)
+
+    def _follow_budget(self, step: int) -> None:
+        """Keep the loop inside ``optim.max_minutes``. Once this process has done
+        ``BUDGET_FIT_AT`` steps, ``max_steps`` is lowered to what the rest of the budget holds
+        at the speed of its steps ``BUDGET_FIT_FROM`` .. ``BUDGET_FIT_AT`` (the cosine schedule
+        is stretched to match). After that, at every ``log_every``, it is lowered again whenever
+        the recent speed says the run would overrun (e.g. once a discriminator joins). It is
+        never raised. In DDP every rank takes the main process's figure and stops at its step."""
+        from accelerate.utils import broadcast_object_list
+
+        optim, marks = self.stage.optim, self._budget_marks
+        marks[step] = time.perf_counter()
+        fitted = bool(self.state.max_steps)
+        if not fitted and len(marks) >= BUDGET_FIT_AT:
+            back = BUDGET_FIT_AT - BUDGET_FIT_FROM
+        elif fitted and step % optim.log_every == 0:
+            back = optim.log_every
+        else:
+            return
+        if step - back not in marks:
+            return
+        seconds_per_step = (marks[step] - marks[step - back]) / back
+        remaining = optim.max_minutes * 60 - self.state.elapsed_s
+        steps = [fit_steps_to_budget(step, seconds_per_step, remaining, optim.max_steps)]
+        broadcast_object_list(steps)
+        if not fitted or steps[0] < optim.max_steps:
+            self.accelerator.print(
+                f"[{self.stage.name}] {optim.max_minutes:g}-minute budget: {seconds_per_step:.3f} s/step with "
+                f"{max(0.0, remaining):.0f} s left -> {steps[0]} steps in all")
+            self._set_max_steps(steps[0])
+        for old in [k for k in marks if k < step - max(BUDGET_FIT_AT, optim.log_every)]:
+            del marks[old]
 
     def _write_audit(self) -> None:
         """``audit-rank<k>.json``: a digest of every parameter and the dataset rows this rank
