@@ -363,3 +363,16 @@ def test_a_run_fitted_to_a_budget_resumes_with_the_fitted_length(tmp_path):
     # the resumed steps ran slower than the budget allows).
     assert 33 < report["steps"] <= fitted
     assert trainer.schedules[0].total == report["steps"]
+
+
+def test_steps_too_slow_for_25_in_the_budget_are_fitted_once_half_of_it_is_spent(tmp_path):
+    """0.1 s a step and a 1.2 s budget: waiting for step 25 would overrun it twice over, so the
+    fit comes at about step 6 and the run ends inside the budget."""
+    SlowStage.delay = 0.1
+    try:
+        _run_slow(tmp_path, _budget_config(0.02))
+    finally:
+        SlowStage.delay = 0.02
+    report = json.loads((tmp_path / "toy" / "final" / "training_report.json").read_text())
+    assert 3 <= report["steps"] < 15, report["steps"]
+    assert report["train_seconds"] < 1.2 * 1.3
