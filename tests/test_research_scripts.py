@@ -1,5 +1,6 @@
 """research/prompt_grid.py, compute_curve.py, ce_split.py, condition_gain.py, codebook_anchor.py, fid_anatomy.py,
-lineage_curve.py, sleeve_completion.py and the benchmarks' building blocks (bench_attention.py whole)."""
+lineage_curve.py, sleeve_completion.py, train_on_gpu.py (at tiny size) and the benchmarks' building blocks
+(bench_attention.py whole)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import condition_probe  # noqa: E402
 import fid_anatomy  # noqa: E402
 import lineage_curve  # noqa: E402
 import prompt_grid  # noqa: E402
+import train_on_gpu  # noqa: E402
 
 
 def test_pick_prompts_covers_every_category_before_repeating():
@@ -328,3 +330,33 @@ def test_the_shipped_model_draws_the_usual_sleeves_once_the_prompt_is_completed(
         assert rows[category]["without: usual length"] <= rows[category]["with: usual length"], rows
     mean = report["tops_with_sleeves_mean"]
     assert mean["without: usual length"] <= mean["with: usual length"] - 0.3, mean
+
+
+def test_train_on_gpu_runs_its_recipe_at_tiny_size_inside_the_budgets(tiny_run, tmp_path, monkeypatch):
+    """The GPU recipe end to end on the CPU at tiny size: the wider, rebalanced codebook, the
+    transplant of the base transformer onto its codes, stage 2 from that start, and a pipeline
+    that generates, each stage inside its 1.2 s budget."""
+    from armani.pipeline import ArmaniPipeline
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    out = tmp_path / "gpu"
+    args = ["--out", str(out), "--config", "tiny", "--base", str(tiny_run), "--codebook-minutes", "0.02",
+            "--transformer-minutes", "0.02", "--max-steps", "60", "--batch", "4", "--rows", "64",
+            "--stage2-rows", "64", "--gan-start", "10", "--workers", "0", "--transplant-rows", "32",
+            f"data.cache_dir={tmp_path / 'data'}", "train.tracker=none"]
+    assert train_on_gpu.main(args) == 0
+    vq = json.loads((out / "pipeline" / "vqgan" / "config.json").read_text())
+    assert (vq["base_channels"], vq["num_res_blocks"], vq["decoder_refine_blocks"], vq["disc_weight"]) == (64, 2, 1, 0.3)
+    # The codebook (~0.5 s a step here) is stopped by its budget once its first 25 steps are timed;
+    # tiny stage 2 (~0.02 s a step) fits all 60 into its own.
+    report = json.loads((out / "vqgan" / "final" / "training_report.json").read_text())
+    assert 25 <= report["steps"] < 60, report["steps"]
+    report = json.loads((out / "transformer" / "final" / "training_report.json").read_text())
+    assert report["steps"] <= 60 and report["train_seconds"] < 0.02 * 60 * 3  # the final evaluation is extra
+    assert report["init_from"] == str(out / "init_transplant")
+    assert [t["step"] for t in json.loads((out / "gpu_timings.json").read_text())] == [
+        "codebook", "transplant", "stage2", "assemble"]
+    pipe = ArmaniPipeline.from_pretrained(out / "pipeline")
+    assert pipe.vqgan.config.base_channels == 64
+    images = pipe("a red dress", num_images=1, seed=0).images
+    assert images[0].size == (pipe.vqgan.config.image_size,) * 2

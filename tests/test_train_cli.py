@@ -283,6 +283,14 @@ def test_condition_views_give_each_epoch_its_own_sketch_and_partial_draw(tmp_pat
     assert torch.equal(row["image_ids"], tokens["image_ids"][5])
     val = load_file(str(run / "transformer" / "tokens-val.safetensors"))
     assert val["partial_ids"].dim() == 2  # one draw, Canny sketches
+    # Drawn in two DataLoader processes (train.transformer.num_workers), every draw is the same:
+    # each row's sketch and crop come from its own (index, epoch) seed, not from a worker's state.
+    workers = tmp_path / "workers"
+    _finish(_train(workers, tiny_run / "data", "transformer", "--reuse", str(tiny_run), "train.transformer.max_steps=1",
+                   "transformer.condition_views=3", "transformer.drawn_sketch_prob=0.5",
+                   "train.transformer.num_workers=2"))
+    again = load_file(str(workers / "transformer" / "tokens-train.safetensors"))
+    assert all(torch.equal(again[k], tokens[k]) for k in tokens)
 
     other = tmp_path / "other" / "transformer"
     other.mkdir(parents=True)

@@ -275,8 +275,10 @@ class TransformerStage(GarmentStage):
                 continue
             if hasattr(dataset, "set_epoch"):
                 dataset.set_epoch(view)
+            # Drawing the sketch and crop of each row is CPU work: with train.transformer.num_workers
+            # it runs in that many processes while the codebooks encode (e.g. beside a GPU).
             loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(a, b)), batch_size=64,
-                                                 shuffle=False, collate_fn=collate)
+                                                 shuffle=False, collate_fn=collate, num_workers=self.optim.num_workers)
             out: dict[str, list[torch.Tensor]] = {k: [] for k in TOKEN_KEYS}
             for batch in loader:
                 # text and image are the same in every draw: only draw 0 encodes them
