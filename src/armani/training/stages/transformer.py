@@ -239,7 +239,11 @@ class TransformerStage(GarmentStage):
             raise ValueError(f"transformer.drawn_sketch_prob needs a garment dataset, got {type(dataset).__name__}")
         if views > 1 and not hasattr(dataset, "set_epoch"):
             raise ValueError(f"transformer.condition_views > 1 needs a dataset with set_epoch, got {type(dataset).__name__}")
-        vq, sk, pa = (self.tokenizers[k] for k in ("vqgan", "sketch", "partial"))
+        # The frozen codebooks encode on the run's device (a GPU, where there is one); the
+        # token files are kept on the CPU.
+        device = self.accelerator.device
+        vq, sk, pa = (self.tokenizers[k].to(device) for k in ("vqgan", "sketch", "partial"))
+        helpers = {k: m.to(device) for k, m in self.helpers.items()}
         parts_dir = path.with_name(f"{path.stem}.parts")
         stamp = {**recipe, "rows": str(n)}  # what every part must have been made with
         parts: dict[tuple[int, tuple[int, int]], Path] = {}  # (draw, (first row, end row)) -> file
@@ -281,9 +285,10 @@ class TransformerStage(GarmentStage):
                                                  shuffle=False, collate_fn=collate, num_workers=self.optim.num_workers)
             out: dict[str, list[torch.Tensor]] = {k: [] for k in TOKEN_KEYS}
             for batch in loader:
+                batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
                 # text and image are the same in every draw: only draw 0 encodes them
-                for k, v in tokenize_batch(batch, vq, sk, pa, self.helpers, image=not view).items():
-                    out[k].append(v)
+                for k, v in tokenize_batch(batch, vq, sk, pa, helpers, image=not view).items():
+                    out[k].append(v.cpu())
                 bar.update(len(batch["index"]))
             parts_dir.mkdir(parents=True, exist_ok=True)
             _save_tokens(part, {k: torch.cat(v).contiguous() for k, v in out.items() if v}, stamp)
