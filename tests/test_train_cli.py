@@ -125,6 +125,26 @@ def test_two_ddp_processes_share_parameters_and_split_data(tmp_path, data_dir):
 
 
 @pytest.mark.slow
+def test_two_ddp_processes_fit_a_time_budget_together(tmp_path, data_dir):
+    """train.segmenter.max_minutes with two ranks: both take rank 0's decisions (when to fit, how
+    many steps), so they stop at the same step with equal parameters instead of one rank waiting
+    for the other at a collective."""
+    _finish(_train(tmp_path / "warm", data_dir, "segmenter", "train.segmenter.max_steps=1"))
+    env = _env() | {"ACCELERATE_USE_CPU": "1"}
+    cmd = [str(VENV_BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0", str(TRAIN),
+           "--config", "tiny", "--stage", "segmenter", "--output", str(tmp_path / "ddp"), f"data.cache_dir={data_dir}",
+           "train.audit=true", "train.segmenter.max_steps=2000", "train.segmenter.max_minutes=0.05",
+           "train.segmenter.log_every=5"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    ranks = [json.loads((tmp_path / "ddp" / "segmenter" / f"audit-rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["steps"] == ranks[1]["steps"] < 2000
+    assert ranks[0]["param_sha256"] == ranks[1]["param_sha256"]
+    assert "-minute budget" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
 def test_variants_reuse_shared_stages(tmp_path, tiny_run):
     from armani.pipeline import ArmaniPipeline
 

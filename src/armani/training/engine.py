@@ -441,9 +441,10 @@ class Trainer:
         """Keep the loop inside ``optim.max_minutes``. Once this process has done
         ``BUDGET_FIT_AT`` steps (or spent half the budget, if sooner), ``max_steps`` is lowered
         to what the rest of the budget holds at the speed of its steps from ``BUDGET_FIT_FROM``
-        on (the cosine schedule is stretched to match). After that, at every ``log_every``, it is lowered again whenever
-        the recent speed says the run would overrun (e.g. once a discriminator joins). It is
-        never raised. In DDP every rank takes the main process's figure and stops at its step."""
+        on (the cosine schedule is stretched to match). After that, at every ``log_every``, it
+        is lowered again whenever the recent speed says the run would overrun (e.g. once a
+        discriminator joins). It is never raised. In DDP every rank takes the main process's
+        decisions and figures, so all ranks fit at the same step and stop at the same step."""
         from accelerate.utils import broadcast_object_list
 
         optim, marks = self.stage.optim, self._budget_marks
@@ -451,8 +452,11 @@ class Trainer:
         fitted, n = bool(self.state.max_steps), len(marks)  # n: this process's steps, this one included
         if not fitted:
             # Steps so slow that half the budget is gone before step 25: fit from what there is.
-            half_spent = self.state.elapsed_s >= 30 * optim.max_minutes and n >= 3
-            if n < BUDGET_FIT_AT and not half_spent:
+            # Clocks differ between ranks, so the main process decides for all of them.
+            half_spent = [n < BUDGET_FIT_AT and n >= 3 and self.state.elapsed_s >= 30 * optim.max_minutes]
+            if n < BUDGET_FIT_AT:
+                broadcast_object_list(half_spent)
+            if n < BUDGET_FIT_AT and not half_spent[0]:
                 return
             back = n - min(BUDGET_FIT_FROM, n // 2)  # the first steps' one-off costs left out
         elif step % optim.log_every == 0:
