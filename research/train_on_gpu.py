@@ -1,7 +1,10 @@
 """The route research/README names for the FID gap, as one command for one CUDA GPU and a fixed slot.
 
-    python research/train_on_gpu.py --out runs/gpu1                      # about 8 minutes on a GPU
-    python research/train_on_gpu.py --out runs/t --config tiny --base runs/tiny --minutes 0.2   # a CPU check
+    # on a GPU: 3 + 3 minutes of training; drawing rows, tokenizing and the transplant come on top
+    python research/train_on_gpu.py --out runs/gpu1 --workers 14
+    # the same steps at tiny size on a CPU (runs/tiny: train.py --config tiny --stage all)
+    python research/train_on_gpu.py --out runs/t --config tiny --base runs/tiny --codebook-minutes 0.1 \
+        --transformer-minutes 0.1 --max-steps 60 --batch 4 --rows 64 --stage2-rows 64 --gan-start 10
 
 What it trains, in order, each stage inside its own wall-clock budget (``train.<stage>.max_minutes``:
 the trainer times its first steps and fits the step count and the learning-rate schedule to the
