@@ -61,7 +61,8 @@ def codebook_overrides(args) -> list[str]:
 def transformer_overrides(args, init: Path) -> list[str]:
     heads = [f"transformer.heads={args.heads}"] if args.heads else []
     return heads + [
-        f"train.transformer.init_from={init}", "train.transformer.init_strict=false", "train.transformer.lr=6e-4", "train.transformer.warmup_steps=200",
+        f"train.transformer.init_from={init}", "train.transformer.init_strict=false",
+        "train.transformer.lr=6e-4", "train.transformer.warmup_steps=200",
         f"train.transformer.batch_size={args.batch}", f"train.transformer.max_steps={args.max_steps}",
         f"train.transformer.max_minutes={args.transformer_minutes}", f"train.transformer.num_train={args.stage2_rows}",
         f"train.transformer.num_workers={args.workers}", "train.transformer.checkpoint_every=1000",
