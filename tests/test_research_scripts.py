@@ -346,7 +346,8 @@ def test_train_on_gpu_runs_its_recipe_at_tiny_size_inside_the_budgets(tiny_run, 
             f"data.cache_dir={tmp_path / 'data'}", "train.tracker=none"]
     assert train_on_gpu.main(args) == 0
     vq = json.loads((out / "pipeline" / "vqgan" / "config.json").read_text())
-    assert (vq["base_channels"], vq["num_res_blocks"], vq["decoder_refine_blocks"], vq["disc_weight"]) == (64, 2, 1, 0.3)
+    design = (vq["base_channels"], vq["num_res_blocks"], vq["decoder_refine_blocks"], vq["disc_weight"])
+    assert design == (64, 2, 1, 0.3)
     # The codebook (~0.5 s a step here) is stopped by its budget, fitted once half of it is spent;
     # tiny stage 2 (~0.02 s a step) fits all 60 into its own.
     report = json.loads((out / "vqgan" / "final" / "training_report.json").read_text())
