@@ -39,12 +39,13 @@ import sys
 import time
 from pathlib import Path
 
+from armani.config import SKETCH_EDGES_OVERRIDES
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # The shipped stage-1 settings (model card), so --reuse finds the base's segmenter, MaskCLIP and
 # condition codebooks identical.
-STAGE1 = ["maskclip.text_attention_radius=0", "sketch_tokenizer.recon_loss=edges",
-          "sketch_tokenizer.drawn_sketch_prob=0.3"]
+STAGE1 = ["maskclip.text_attention_radius=0", *SKETCH_EDGES_OVERRIDES]
 
 
 def codebook_overrides(args) -> list[str]:

@@ -451,13 +451,13 @@ class Trainer:
         marks[step] = time.perf_counter()
         fitted, n = bool(self.state.max_steps), len(marks)  # n: this process's steps, this one included
         if not fitted:
-            # Steps so slow that half the budget is gone before step 25: fit from what there is.
-            # Clocks differ between ranks, so the main process decides for all of them.
-            half_spent = [n < BUDGET_FIT_AT and n >= 3 and self.state.elapsed_s >= 30 * optim.max_minutes]
             if n < BUDGET_FIT_AT:
+                # Steps so slow that half the budget is gone before step 25: fit from what there
+                # is. Clocks differ between ranks, so the main process decides for all of them.
+                half_spent = [n >= 3 and self.state.elapsed_s >= 30 * optim.max_minutes]
                 broadcast_object_list(half_spent)
-            if n < BUDGET_FIT_AT and not half_spent[0]:
-                return
+                if not half_spent[0]:
+                    return
             back = n - min(BUDGET_FIT_FROM, n // 2)  # the first steps' one-off costs left out
         elif step % optim.log_every == 0:
             back = optim.log_every
