@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> dict:
         for i in range(args.calls):
             prompt = EXAMPLE_PROMPTS[i % len(EXAMPLE_PROMPTS)]
             start = time.perf_counter()
-            _, raw, status = client.predict(prompt, args.num_images, i, 1.0, 100, 3.0, "AR", api_name="/text_to_image")
+            raw, status = client.predict(prompt, args.num_images, i, 1.0, 100, 3.0, "AR", api_name="/text_to_image")
             seconds.append(time.perf_counter() - start)
             server.append(float(status.split(" in ")[1].split(" s")[0]))
             assert len(raw) == args.num_images

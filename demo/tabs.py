@@ -42,7 +42,11 @@ class GenerationOutputs:
 
     def components(self) -> list[gr.components.Component]:
         """In the order the generation handlers return them."""
-        return [self.gallery, self.raw, *([self.seen] if self.seen is not None else []), self.status]
+        return [self.gallery, *self.api_components()]
+
+    def api_components(self) -> list[gr.components.Component]:
+        """What ``/<name>`` answers API clients: the page's outputs less the enlarged gallery."""
+        return [self.raw, *([self.seen] if self.seen is not None else []), self.status]
 
 
 def streamed(handler):
@@ -62,6 +66,20 @@ def streamed(handler):
     sig = inspect.signature(handler)
     with_previews.__signature__ = sig.replace(parameters=[p for p in sig.parameters.values() if p.name != "previews"])
     return with_previews
+
+
+def for_api(handler):
+    """The handler without the page's enlarged gallery: API clients get the images as the model
+    made them, the condition the model saw and the notes. Each image an API client is sent is a
+    file it downloads (gradio_client fetches them one by one over new connections), so sending
+    the enlarged copies too made every call ~0.3 s slower on 2 cores (research/README, "App
+    latency"); a client that wants them larger enlarges them itself."""
+    @functools.wraps(handler)
+    def without_display(*args, **kwargs):
+        for _display, *rest in handler(*args, **kwargs):
+            yield tuple(rest)
+
+    return without_display
 
 
 def api_only(handler, inputs, outputs, name: str, opts: dict) -> None:
@@ -100,13 +118,14 @@ def output_column(seen_label: str | None = None, elem_prefix: str | None = None,
 def generation_events(triggers: Sequence[Any], handler: Callable, inputs: list, outputs: GenerationOutputs,
                       name: str, opts: dict[str, Any], examples: gr.Examples | None = None) -> None:
     """``/<name>_stream`` (previews, what the page runs) on ``triggers``, and ``/<name>`` for API
-    clients; a loaded example of ``examples`` also generates (see ``run_once_loaded``)."""
+    clients (final model-size images only, :func:`for_api`); a loaded example of ``examples``
+    also generates (see ``run_once_loaded``)."""
     # A lone trigger (``go.click``) wires the event itself: gr.on would run the same event but
     # record it in the page config slightly differently (``event_specific_args`` [] for null).
     listen = triggers[0] if len(triggers) == 1 else functools.partial(gr.on, list(triggers))
     with_previews = streamed(handler)
     event = listen(with_previews, inputs, outputs.components(), api_name=f"{name}_stream", **opts)
-    api_only(handler, inputs, outputs.components(), name, opts)
+    api_only(for_api(handler), inputs, outputs.api_components(), name, opts)
     if examples is not None:
         run_once_loaded(examples, event, with_previews, inputs, outputs.components(), opts)
 

@@ -146,21 +146,18 @@ def test_api_lists_every_named_endpoint(client):
 
 
 def test_text_to_image_returns_the_pipelines_images(client, ref_pipeline):
-    shown, raw, status = client.predict(PROMPT, 4, 7, 1.0, 100, 3.0, "AR", api_name="/text_to_image")
+    # API clients get the model-size images and the notes, not the page's enlarged copies.
+    raw, status = client.predict(PROMPT, 4, 7, 1.0, 100, 3.0, "AR", api_name="/text_to_image")
     S = ref_pipeline.image_size
     got = _images(raw)
-    assert len(shown) == len(raw) == 4
+    assert len(raw) == 4
     assert all(im.shape == (S, S, 3) for im in got)
-    factor = round(256 / S)
-    assert all(im.shape == (S * factor, S * factor, 3) for im in _images(shown))
-    # The enlarged image is the model-size one, each pixel repeated (NEAREST).
-    assert np.array_equal(_images(shown)[0][::factor, ::factor], got[0])
     # The same call made in-process gives the same pixels.
     want = ref_pipeline(text=PROMPT, num_images=4, seed=7, temperature=1.0, top_k=100, guidance_scale=3.0)
     assert all(np.array_equal(g, np.asarray(w)) for g, w in zip(got, want.images))
     assert "4 images in" in status and "seed 7" in status
     # Another seed, other garments.
-    _, raw2, _ = client.predict(PROMPT, 4, 8, 1.0, 100, 3.0, "AR", api_name="/text_to_image")
+    raw2, _ = client.predict(PROMPT, 4, 8, 1.0, 100, 3.0, "AR", api_name="/text_to_image")
     assert not all(np.array_equal(a, b) for a, b in zip(got, _images(raw2)))
 
 
@@ -171,17 +168,22 @@ def test_the_pages_stream_endpoint_streams_previews_then_the_same_images(client)
     assert len(previews) >= 2 and all(len(u[0]) == 4 for u in previews)
     assert [int(str(u[-1]).split()[-1].split("/")[0]) for u in previews] == sorted(
         int(str(u[-1]).split()[-1].split("/")[0]) for u in previews)  # steps only go forward
-    _, raw, status = updates[-1]
-    _, want, _ = client.predict(PROMPT, 4, 7, 1.0, 100, 3.0, "AR", api_name="/text_to_image")
+    shown, raw, status = updates[-1]
+    want, _ = client.predict(PROMPT, 4, 7, 1.0, 100, 3.0, "AR", api_name="/text_to_image")
     assert "4 images in" in status
     assert all(np.array_equal(a, b) for a, b in zip(_images(raw), _images(want)))
+    # The page shows each model-size image enlarged, every pixel repeated (NEAREST).
+    S = _images(want)[0].shape[0]
+    factor = round(256 / S)
+    assert len(shown) == 4 and all(im.shape == (S * factor, S * factor, 3) for im in _images(shown))
+    assert all(np.array_equal(big[::factor, ::factor], small) for big, small in zip(_images(shown), _images(raw)))
 
 
 def test_sketch_from_photo_and_from_drawing(client, files, ref_pipeline):
     S = ref_pipeline.image_size
     preview = _array(client.predict(handle_file(str(files["garment"])), 100, 200, api_name="/canny_preview"))
-    shown, raw, seen, status = client.predict(PROMPT, "photo", None, handle_file(str(files["garment"])), 100, 200, 2,
-                                              0, api_name="/sketch_to_image")
+    raw, seen, status = client.predict(PROMPT, "photo", None, handle_file(str(files["garment"])), 100, 200, 2,
+                                       0, api_name="/sketch_to_image")
     assert len(raw) == 2 and all(im.shape == (S, S, 3) for im in _images(raw))
     seen = _array(seen)
     factor = seen.shape[0] // S
@@ -196,7 +198,7 @@ def test_sketch_from_photo_and_from_drawing(client, files, ref_pipeline):
     assert (strict > 0).sum() < (preview > 0).sum()
     # A drawing from the sketch pad (dark strokes on white) is read as edges, not through Canny.
     pad = {"background": None, "layers": [], "composite": handle_file(str(files["drawing"]))}
-    _, raw, seen, status = client.predict("", "draw", pad, None, 100, 200, 1, 0, api_name="/sketch_to_image")
+    raw, seen, status = client.predict("", "draw", pad, None, 100, 200, 1, 0, api_name="/sketch_to_image")
     drawn = _array(seen)[::factor, ::factor, 0]
     assert len(raw) == 1 and drawn.any()
     assert drawn[S // 2, S // 2] == 0  # the rectangle's inside is not a stroke
@@ -207,8 +209,8 @@ def test_partial_region_box_brush_and_random(client, files, ref_pipeline):
     garment = np.asarray(Image.open(files["garment"]).convert("RGB").resize((S, S), Image.Resampling.LANCZOS))
 
     def seen(region, layers=(), box=(0, 0, 50, 50), seed=0):
-        shown, raw, partial, status = client.predict(PROMPT, _editor(files["garment"], layers), region, *box, 1,
-                                                     seed, api_name="/partial_to_image")
+        raw, partial, status = client.predict(PROMPT, _editor(files["garment"], layers), region, *box, 1,
+                                              seed, api_name="/partial_to_image")
         assert len(raw) == 1 and _images(raw)[0].shape == (S, S, 3)
         img = _array(partial)
         return img[:: img.shape[0] // S, :: img.shape[0] // S], status
@@ -358,8 +360,8 @@ def test_bad_input_gives_a_readable_error(client, files, call, message):
 
 @pytest.mark.parametrize("name", ["rgba", "grey", "cmyk", "16bit", "huge"])
 def test_any_image_mode_and_size_is_accepted(client, files, name, ref_pipeline):
-    _, raw, partial, status = client.predict(PROMPT, _editor(files[name]), "box", 0, 0, 100, 100, 1, 0,
-                                             api_name="/partial_to_image")
+    raw, partial, status = client.predict(PROMPT, _editor(files[name]), "box", 0, 0, 100, 100, 1, 0,
+                                        api_name="/partial_to_image")
     kept = _array(partial)
     assert len(raw) == 1 and kept.std() > 5  # the whole image kept: real content, not a flat fill
     if name == "huge":
@@ -376,7 +378,7 @@ def test_twenty_concurrent_clients(app):
         try:
             c = Client(app.url, verbose=False, httpx_kwargs=HTTP)
             for n in (1, 2)[: 1 + i % 2]:
-                _, raw, _ = c.predict(f"{PROMPT} #{i}", n, i, 1.0, 100, 3.0, "AR", api_name="/text_to_image")
+                raw, _ = c.predict(f"{PROMPT} #{i}", n, i, 1.0, 100, 3.0, "AR", api_name="/text_to_image")
                 results.append(len(raw) == n)
         except Exception as err:  # noqa: BLE001 - collected and reported below
             errors.append(f"{type(err).__name__}: {err}")
