@@ -1,4 +1,4 @@
-"""Sampling speed: this project's AR sampler (fp32, bf16) vs Hugging Face GPT-2 generate(), and mask-predict.
+"""Sampling speed: our AR sampler (fp32, fp32 packed, bf16) vs Hugging Face GPT-2 generate(), and mask-predict.
 
 Same GPT size for all (default 4 layers, 256 wide, 8 heads), random weights, a ~100-token
 condition prefix and 256 image tokens, batch sizes 1 and 8. The peer is
@@ -99,11 +99,12 @@ def main(argv=None) -> dict:
 
         cases = [
             ("hf-gpt2-generate", run_peer, flops_ar(w_peer, args.layers, args.width, P, N - 1)),
-            *[(f"armani-ar-{dt}",
-               (lambda dt=dt: sample_autoregressive(ours, text, sketch, partial, num_images=B, generator=0,
-                                                    top_k=args.top_k, dtype=dt)),
+            *[(f"armani-ar-{name}",
+               (lambda dt=dt, pk=pk: sample_autoregressive(ours, text, sketch, partial, num_images=B, generator=0,
+                                                           top_k=args.top_k, dtype=dt, pack_float32=pk)),
                flops_ar(w_ours, args.layers, args.width, P, N - 1))
-              for dt in ("float32", "bfloat16")],
+              for name, dt, pk in (("float32", "float32", False), ("float32-packed", "float32", True),
+                                   ("bfloat16", "bfloat16", False))],
             *[(f"armani-mask-predict-{dt}",
                (lambda dt=dt: sample_mask_predict(nar, text, sketch, partial, num_images=B, generator=0,
                                                   steps=args.nar_steps, top_k=args.top_k, dtype=dt)),

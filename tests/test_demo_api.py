@@ -470,5 +470,9 @@ def test_the_app_samples_at_the_cpus_native_precision(tiny_pipeline, monkeypatch
     pipe.sampler = tiny_pipeline.sampler.with_options(dtype="bfloat16")
     models.sample_at_native_precision(pipe)
     assert pipe.sampler.dtype == ("bfloat16" if native else "float32")
+    assert pipe.sampler.pack_float32 == (not native)  # a float32 sampler packs its linears too
     assert tiny_pipeline.sampler.dtype == "bfloat16"  # the loaded pipeline's stored sampler is not touched
-    assert pipe.sampler.with_options(dtype="bfloat16") == tiny_pipeline.sampler.with_options(dtype="bfloat16")
+    assert not tiny_pipeline.sampler.pack_float32
+    # every other setting is the stored sampler's
+    stored = dict(dtype="bfloat16", pack_float32=False)
+    assert pipe.sampler.with_options(**stored) == tiny_pipeline.sampler.with_options(**stored)

@@ -14,7 +14,7 @@ from armani.sampling import (
     sample_mask_predict,
     token_mask_from_part_mask,
 )
-from armani.sampling.fast_path import PackedLinear, model_for_sampling, packing_works
+from armani.sampling.fast_path import PackedLinear, float32_packing_works, model_for_sampling, packing_works
 from armani.sampling.tokens import guide
 
 FP32 = dict(dtype="float32")
@@ -204,6 +204,30 @@ def test_bf16_copy_prepacks_its_linear_layers_without_changing_results(gpt):
     block = gpt.blocks[0].mlp[0]
     assert torch.equal(low.blocks[0].mlp[0](x), torch.nn.functional.linear(x, block.weight.bfloat16(),
                                                                             block.bias.bfloat16()))
+
+
+def test_float32_packing_is_opt_in_and_matches_the_plain_model_up_to_rounding(gpt):
+    if not float32_packing_works():
+        pytest.skip("this torch build lacks oneDNN's float32 linear packing: plain layers are used")
+    assert model_for_sampling(gpt, "float32") is gpt  # off by default: exactness tests see the model itself
+    fast = model_for_sampling(gpt, "float32", pack_float32=True)
+    assert fast is not gpt and model_for_sampling(gpt, "float32", pack_float32=True) is fast  # cached
+    assert model_for_sampling(gpt, "bfloat16") is not fast  # each precision has its own copy
+    assert sum(isinstance(m, PackedLinear) for m in fast.modules()) == 4 * gpt.config.layers + 1
+    assert all(p.dtype == torch.float32 for p in fast.parameters())
+    cond = conditions(gpt.config)
+    ids = torch.randint(0, gpt.config.image_codebook_size, (2, gpt.config.image_len))
+    with torch.inference_mode():
+        want = gpt(cond["text_ids"].expand(2, -1), cond["sketch_ids"].expand(2, -1), cond["partial_ids"].expand(2, -1),
+                   ids)
+        got = fast(cond["text_ids"].expand(2, -1), cond["sketch_ids"].expand(2, -1), cond["partial_ids"].expand(2, -1),
+                   ids)
+    assert got.std() > 0.1 and torch.allclose(got, want, rtol=1e-4, atol=1e-5)
+    # The sampler with it on draws (nearly always) the same tokens: greedy picks on these logits agree.
+    plain = sample_autoregressive(gpt, **cond, num_images=2, generator=3, top_k=1, **FP32)
+    packed = sample_autoregressive(gpt, **cond, num_images=2, generator=3, top_k=1, pack_float32=True, **FP32)
+    assert (plain == packed).float().mean() >= 0.9
+    assert gpt.head.weight.dtype == torch.float32 and type(gpt.blocks[0].mlp[0]) is torch.nn.Linear  # untouched
 
 
 def test_sampler_restores_training_mode(gpt):

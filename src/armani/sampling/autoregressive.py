@@ -42,6 +42,7 @@ class AutoregressiveSampler(Sampler):
     guidance_conditions: tuple[str, ...] = CONDITIONS
     dtype: str = DEFAULT_DTYPE  # "bfloat16": sample with a bf16 copy of the weights (see fast_path)
     pack_linears: bool = True  # the CPU fast path's packed bf16 linears (never changes a sample)
+    pack_float32: bool = False  # packed float32 linears too: faster, equal up to float32 rounding (fast_path)
     callback_every: int = 32  # tokens between progress callbacks
 
     def __post_init__(self):
@@ -72,7 +73,7 @@ class AutoregressiveSampler(Sampler):
             state = _Raster(self, model, num_images, make_generator(generator, model.type_ids.device),
                             dict(text_ids=text_ids, sketch_ids=sketch_ids, partial_ids=partial_ids),
                             fixed_ids, fixed_mask, callback)
-            c, net = model.config, model_for_sampling(model, self.dtype, self.pack_linears)
+            c, net = model.config, model_for_sampling(model, self.dtype, self.pack_linears, self.pack_float32)
             # allocated once; the last image token is never fed back, so T_max = P + N - 1
             cache = KVCache(c, state.rows, c.prefix_len + c.image_len - 1, dtype=torch.float32, device=state.device)
             h = net.embed_prefix(state.conds["text"], state.conds["sketch"], state.conds["partial"],

@@ -1,4 +1,4 @@
-"""The CPU fast path of the samplers: a bf16 copy of the transformer with prepacked linears.
+"""The CPU fast path of the samplers: a bf16 (or float32) copy of the transformer with prepacked linears.
 
 Sampling feeds one token (AR) or one grid (mask-predict) at a time through a small model,
 so on a CPU the cost is in the matmuls' weight handling, not the arithmetic. Two tricks,
@@ -16,6 +16,12 @@ each measured in research/bench_sampling.py and switchable on its own:
   oneDNN ops Inductor emits (``mkldnn._reorder_linear_weight`` / ``mkldnn._linear_pointwise``).
   They are private, so :func:`packing_works` checks once that they exist and give exactly
   ``F.linear``'s result; the plain layers stay otherwise. Packing never changes a sample.
+* ``pack_float32=True``: the same packing for a float32 sampler, for CPUs without native bf16
+  (where float32 is the faster precision). On a 2-core AVX2 EPYC it took 4 images from 1.40 to
+  1.16 s (medians of 8 alternating calls, 2026-12-06). Unlike bf16, oneDNN's packed float32
+  product is not bit-identical to ``F.linear``'s (they differ by float32 rounding, ~1e-7
+  relative), so it is off by default and the app switches it on (demo/models.py): exactness
+  tests and evaluation keep the plain layers.
 
 The copy is cached per model (weakly) and rebuilt when a parameter changes (an optimiser
 step bumps its ``_version``), so a training loop's periodic samples stay correct.
@@ -33,7 +39,7 @@ from torch import nn
 from armani.models.transformer import CrossModalTransformer, SelfAttention
 
 PRECISIONS = ("float32", "bfloat16")
-# model -> (fingerprint, pack_linears, bf16 copy)
+# model -> {(precision, packed): (fingerprint, copy)}
 _COPIES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
@@ -45,27 +51,37 @@ def check_precision(dtype: str | torch.dtype) -> str:
 
 
 def model_for_sampling(model: CrossModalTransformer, dtype: str | torch.dtype = "bfloat16",
-                       pack_linears: bool = True) -> CrossModalTransformer:
-    """The module to sample with: ``model`` itself for float32, else its cached bf16 copy."""
-    if check_precision(dtype) == "float32":
-        return model
+                       pack_linears: bool = True, pack_float32: bool = False) -> CrossModalTransformer:
+    """The module to sample with: its cached bf16 copy (linears packed with ``pack_linears``),
+    for float32 ``model`` itself, or with ``pack_float32`` a cached float32 copy whose linears
+    are packed."""
+    precision = check_precision(dtype)
+    on_cpu = model.type_ids.device.type == "cpu"
+    if precision == "float32":
+        pack = pack_float32 and on_cpu and float32_packing_works()
+        if not pack:
+            return model
+    else:
+        pack = pack_linears and on_cpu and packing_works()
     fingerprint = tuple((id(p), p._version) for p in model.parameters())
-    pack = pack_linears and model.type_ids.device.type == "cpu" and packing_works()
-    cached = _COPIES.get(model)
-    if cached is not None and cached[0] == fingerprint and cached[1] == pack:
-        return cached[2]
-    low = copy.deepcopy(model).to(torch.bfloat16).eval()
-    for module in low.modules():
-        if isinstance(module, SelfAttention):
-            module.attention_dtype = torch.float32  # attention and the KV cache stay float32
+    copies = _COPIES.setdefault(model, {})
+    cached = copies.get((precision, pack))
+    if cached is not None and cached[0] == fingerprint:
+        return cached[1]
+    fast = copy.deepcopy(model).to(getattr(torch, precision)).eval()
+    if precision == "bfloat16":
+        for module in fast.modules():
+            if isinstance(module, SelfAttention):
+                module.attention_dtype = torch.float32  # attention and the KV cache stay float32
     if pack:
-        _pack_linears(low)
-    _COPIES[model] = (fingerprint, pack, low)
-    return low
+        _pack_linears(fast, getattr(torch, precision))
+    copies[(precision, pack)] = (fingerprint, fast)
+    return fast
 
 
 class PackedLinear(nn.Module):
-    """A bf16 ``nn.Linear`` whose weight was reordered once into oneDNN's blocked layout."""
+    """An ``nn.Linear`` whose weight was reordered once into oneDNN's blocked layout (bf16:
+    bit-identical to ``F.linear``; float32: equal up to float32 rounding)."""
 
     def __init__(self, linear: nn.Linear, batch_hint: int = 8):
         super().__init__()
@@ -77,10 +93,10 @@ class PackedLinear(nn.Module):
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
 
 
-def _pack_linears(model: nn.Module) -> None:
+def _pack_linears(model: nn.Module, dtype: torch.dtype = torch.bfloat16) -> None:
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if type(child) is nn.Linear and child.weight.dtype == torch.bfloat16:
+            if type(child) is nn.Linear and child.weight.dtype == dtype:
                 setattr(parent, name, PackedLinear(child))
 
 
@@ -129,5 +145,19 @@ def packing_works() -> bool:
         return False
 
 
-__all__ = ["PRECISIONS", "SAMPLER_PRECISION_CHOICES", "PackedLinear", "check_precision", "model_for_sampling",
-           "native_bf16", "native_precision", "packing_works", "resolve_sampler_precision"]
+@functools.cache
+def float32_packing_works() -> bool:
+    """Whether this torch build packs float32 linears, and their products match ``F.linear``'s
+    up to float32 rounding."""
+    try:
+        gen = torch.Generator().manual_seed(0)
+        lin = nn.Linear(32, 48)
+        x = torch.randn(3, 5, 32, generator=gen)
+        with torch.inference_mode():
+            return bool(torch.allclose(PackedLinear(lin)(x), lin(x), rtol=1e-5, atol=1e-6))
+    except (RuntimeError, AttributeError, NotImplementedError):
+        return False
+
+
+__all__ = ["PRECISIONS", "SAMPLER_PRECISION_CHOICES", "PackedLinear", "check_precision", "float32_packing_works",
+           "model_for_sampling", "native_bf16", "native_precision", "packing_works", "resolve_sampler_precision"]

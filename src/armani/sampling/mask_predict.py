@@ -63,6 +63,7 @@ class MaskPredictSampler(Sampler):
     remask: str = "multinomial"
     dtype: str = DEFAULT_DTYPE
     pack_linears: bool = True
+    pack_float32: bool = False  # see AutoregressiveSampler
 
     def __post_init__(self):
         self.guidance_conditions = tuple(self.guidance_conditions)
@@ -112,7 +113,7 @@ class MaskPredictSampler(Sampler):
         masked = editable.clone()
         ids = torch.where(spread(masked), torch.full_like(ids, c.mask_id), ids)
         score = torch.zeros(B, N, device=device)
-        net = model_for_sampling(model, self.dtype, self.pack_linears)
+        net = model_for_sampling(model, self.dtype, self.pack_linears, self.pack_float32)
         for i in range(self.steps):
             model_ids = torch.cat([ids, ids]) if guided else ids
             logits = net(conds["text"], conds["sketch"], conds["partial"], model_ids, drop=drop)
