@@ -57,8 +57,8 @@ def load_main(checkpoint: str | Path | None) -> ArmaniPipeline:
 def sample_at_native_precision(pipe):
     """Sample in float32 where this CPU has no native bf16 matmuls: there the stored bf16
     sampler is emulated and slower (armani.sampling.fast_path.native_bf16). A float32 sampler
-    also packs its linear layers (``pack_float32``: 4 images 1.40 -> 1.16 s on a 2-core AVX2
-    CPU). The samples differ from the stored sampler's only by rounding; the checkpoint's
+    also packs its linear layers (``pack_float32``: the sampler's 4 images 1.40 -> 1.16 s on a
+    2-core AVX2 CPU). The samples differ from the stored sampler's only by rounding; the checkpoint's
     stored sampler is not changed."""
     sampler = getattr(pipe, "sampler", None)
     if getattr(sampler, "dtype", None) == "bfloat16" and native_precision() == "float32":

@@ -17,8 +17,8 @@ each measured in research/bench_sampling.py and switchable on its own:
   They are private, so :func:`packing_works` checks once that they exist and give exactly
   ``F.linear``'s result; the plain layers stay otherwise. Packing never changes a sample.
 * ``pack_float32=True``: the same packing for a float32 sampler, for CPUs without native bf16
-  (where float32 is the faster precision). On a 2-core AVX2 EPYC it took 4 images from 1.40 to
-  1.16 s (medians of 8 alternating calls, 2026-12-06). Unlike bf16, oneDNN's packed float32
+  (where float32 is the faster precision). On a 2-core AVX2 EPYC the sampler took 4 images in
+  1.16 s instead of 1.40 (medians of 8 alternating calls, 2026-12-06). Unlike bf16, oneDNN's packed float32
   product is not bit-identical to ``F.linear``'s (they differ by float32 rounding, ~1e-7
   relative), so it is off by default and the app switches it on (demo/models.py): exactness
   tests and evaluation keep the plain layers.
