@@ -59,12 +59,21 @@ def streamed(handler):
     """
     @functools.wraps(handler)
     def with_previews(*args, **kwargs):
-        yield from handler(*args, **kwargs, previews=True)
+        *args, request = args  # appended by Gradio (the signature below ends with it)
+        # Keyed by browser session and tab: a run on the same inputs as one still going adds nothing,
+        # a run on other inputs stops it (Handlers._generate).
+        session = getattr(request, "session_hash", None)
+        yield from handler(*args, **kwargs, previews=True, run_key=(session, handler.__name__) if session else None)
 
-    # Gradio reads the signature (to pass ``progress``, and defaults for missing inputs):
-    # show it the handler's, less ``previews``, which is fixed here.
+    # Gradio reads the signature (to pass ``progress``, the request, and defaults for missing
+    # inputs): show it the handler's, less ``previews`` and ``run_key``, which are set here,
+    # with a last parameter typed ``gr.Request``, which Gradio fills with the event's request.
     sig = inspect.signature(handler)
-    with_previews.__signature__ = sig.replace(parameters=[p for p in sig.parameters.values() if p.name != "previews"])
+    params = [p for p in sig.parameters.values() if p.name not in ("previews", "run_key")]
+    params.append(inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
+                                    annotation=gr.Request))
+    with_previews.__signature__ = sig.replace(parameters=params)
+    with_previews.__annotations__ = {"request": gr.Request}
     return with_previews
 
 

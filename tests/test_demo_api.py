@@ -404,6 +404,42 @@ def test_time_limit_stops_sampling(ref_pipeline):
         list(handlers.text_to_image(PROMPT, 4, 0, progress=lambda *a, **k: None))
 
 
+def test_a_newer_page_run_of_the_same_tab_and_session_supersedes_the_older(ref_pipeline):
+    """A page run started while an older one of the same browser session and tab is still going:
+    with other inputs the older one ends quietly, without garments or notes, and the newer one
+    shows its own; with the same inputs (Generate pressed during a picked example's own run) the
+    newer one changes nothing and the older one finishes. Another session's run, and API calls
+    (no key), are never stopped."""
+    import gradio as gr
+
+    from demo.handlers import Handlers
+    from demo.models import DemoModels
+
+    handlers = Handlers(DemoModels(main=ref_pipeline, time_limit=60.0))
+    quiet = dict(progress=lambda *a, **k: None, previews=True)
+
+    def finals(outputs):
+        return [o for o in outputs if "images in" in str(o[-1])]
+
+    older = handlers.text_to_image(PROMPT, 2, 0, **quiet, run_key=("session-a", "text_to_image"))
+    assert "sampling" in next(older)[-1]  # the older run is under way
+    other = handlers.text_to_image(PROMPT, 2, 1, **quiet, run_key=("session-b", "text_to_image"))
+    assert "sampling" in next(other)[-1]
+    newer = list(handlers.text_to_image(PROMPT, 2, 2, **quiet, run_key=("session-a", "text_to_image")))
+    api = list(handlers.text_to_image(PROMPT, 2, 3, progress=lambda *a, **k: None))
+    assert finals(list(older)) == []  # superseded: no garments, no status of its own
+    assert len(finals(newer)) == 1 and "seed 2" in newer[-1][-1]
+    assert len(finals(list(other))) == 1 and len(finals(api)) == 1
+    assert handlers._latest == {}  # finished runs leave no keys behind
+    # the same inputs again while the first run is going: nothing new, the first run finishes
+    first = handlers.text_to_image(PROMPT, 2, 5, **quiet, run_key=("session-a", "text_to_image"))
+    assert "sampling" in next(first)[-1]
+    again = list(handlers.text_to_image(PROMPT, 2, 5, **quiet, run_key=("session-a", "text_to_image")))
+    assert len(again) == 1 and all(o == gr.skip() for o in again[0])
+    assert len(finals(list(first))) == 1
+    assert handlers._latest == {}
+
+
 def test_stream_stops_the_worker_when_the_limit_passes():
     import time
 
