@@ -440,6 +440,34 @@ def test_a_newer_page_run_of_the_same_tab_and_session_supersedes_the_older(ref_p
     assert handlers._latest == {}
 
 
+def test_the_pages_runs_are_keyed_by_browser_session_and_tab():
+    """The page's generate events pass the handler a key (browser session, tab) for the rule
+    above; Gradio fills the request in as it fills ``progress`` (``special_args``, the call
+    path of every event), and the handler gets its inputs unchanged."""
+    import gradio as gr
+    from gradio.helpers import special_args
+
+    from demo.tabs import streamed
+
+    seen = {}
+
+    def text_to_image(text, num_images=4, seed=0, progress=gr.Progress(), previews=False, run_key=None):
+        seen.update(inputs=(text, num_images, seed), progress=progress, previews=previews, run_key=run_key)
+        yield "done"
+
+    class Request:
+        session_hash = "session-a"
+
+    page_event = streamed(text_to_image)
+    args, progress_index, _, _ = special_args(page_event, [PROMPT, 2, 7], Request())
+    assert list(page_event(*args)) == ["done"]
+    assert seen["inputs"] == (PROMPT, 2, 7) and isinstance(seen["progress"], gr.Progress) and progress_index == 3
+    assert seen["previews"] and seen["run_key"] == ("session-a", "text_to_image")
+    args, _, _, _ = special_args(page_event, [PROMPT, 2, 7], None)  # no request (a direct call): no key
+    list(page_event(*args))
+    assert seen["run_key"] is None and seen["inputs"] == (PROMPT, 2, 7)
+
+
 def test_stream_stops_the_worker_when_the_limit_passes():
     import time
 
