@@ -303,7 +303,7 @@ class Handlers:
         are its outputs); with other inputs it stops the older one, which ends quietly. The case
         it is for: Generate pressed while a picked example's own run is still going, on the same
         inputs. The press's run used to wait for it on the one model thread and then draw the same
-        garments again (7.0-8.3 s after the press instead of 3.1-3.5 on the partial tab), and both
+        garments again (7.0-9.3 s after the press, the first time at 3.1-4.0, on the partial tab), and both
         runs' notes stacked over the gallery."""
         pipe = self.pipe
         every = max(1, pipe.vqgan.num_tokens // 4)
