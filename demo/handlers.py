@@ -25,7 +25,6 @@ Choices the issue leaves open:
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import queue
@@ -65,16 +64,15 @@ class RequestSuperseded(Exception):
     browser session, has started with other inputs: those are the person's latest (see ``_generate``)."""
 
 
-def inputs_fingerprint(inputs: dict[str, Any]) -> tuple:
-    """What a generation was asked for, comparable between two runs (images by their pixels)."""
-    def one(value: Any) -> Any:
-        if isinstance(value, Image.Image):
-            return ("image", value.mode, value.size, hashlib.sha1(value.tobytes()).hexdigest())
-        if isinstance(value, np.ndarray):
-            digest = hashlib.sha1(np.ascontiguousarray(value).tobytes()).hexdigest()
-            return ("array", value.shape, value.dtype.str, digest)
-        return repr(value)
-    return tuple(sorted((name, one(value)) for name, value in inputs.items()))
+def same_inputs(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two generations were asked for the same thing (images compared by their pixels)."""
+    def same(x: Any, y: Any) -> bool:
+        if isinstance(x, Image.Image):
+            return isinstance(y, Image.Image) and (x.mode, x.size) == (y.mode, y.size) and x.tobytes() == y.tobytes()
+        if isinstance(x, np.ndarray):
+            return isinstance(y, np.ndarray) and x.dtype == y.dtype and np.array_equal(x, y)
+        return not isinstance(y, (Image.Image, np.ndarray)) and x == y
+    return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
 
 
 # -- small conversions ------------------------------------------------------------------------
@@ -270,11 +268,11 @@ class Handlers:
         self.models = models
         self.pipe = models.main
         self.limit = models.time_limit
-        # page run key -> (the newest run's stop flag, the fingerprint of its inputs)
-        self._latest: dict[Any, tuple[threading.Event, tuple]] = {}
+        # page run key -> (the newest run's stop flag, its inputs)
+        self._latest: dict[Any, tuple[threading.Event, dict[str, Any]]] = {}
         self._latest_lock = threading.Lock()
 
-    def _supersede(self, key: Any, fingerprint: tuple) -> tuple[threading.Event | None, bool]:
+    def _supersede(self, key: Any, inputs: dict[str, Any]) -> tuple[threading.Event | None, bool]:
         """Register a new page run under ``key`` (session, tab): returns its stop flag, and
         whether a run with the same inputs is already going (then this one has nothing to add).
         A running one with other inputs is flagged to stop."""
@@ -282,12 +280,12 @@ class Handlers:
             return None, False
         with self._latest_lock:
             older = self._latest.get(key)
-            if older is not None and older[1] == fingerprint and not older[0].is_set():
+            if older is not None and not older[0].is_set() and same_inputs(older[1], inputs):
                 return None, True
             if older is not None:
                 older[0].set()
             flag = threading.Event()
-            self._latest[key] = (flag, fingerprint)
+            self._latest[key] = (flag, inputs)
         return flag, False
 
     # Text / sketch / partial -> garment share one streaming generator.
@@ -308,7 +306,7 @@ class Handlers:
         pipe = self.pipe
         every = max(1, pipe.vqgan.num_tokens // 4)
         start = time.perf_counter()
-        superseded, duplicate = self._supersede(run_key, inputs_fingerprint(kwargs) if run_key else ())
+        superseded, duplicate = self._supersede(run_key, kwargs)
         if duplicate:
             yield (gr.skip(), gr.skip(), *(gr.skip() for _ in extra_outputs(None)), gr.skip())
             return

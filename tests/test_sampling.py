@@ -14,7 +14,7 @@ from armani.sampling import (
     sample_mask_predict,
     token_mask_from_part_mask,
 )
-from armani.sampling.fast_path import PackedLinear, float32_packing_works, model_for_sampling, packing_works
+from armani.sampling.fast_path import PackedLinear, model_for_sampling, packing_works
 from armani.sampling.tokens import guide
 
 FP32 = dict(dtype="float32")
@@ -207,7 +207,7 @@ def test_bf16_copy_prepacks_its_linear_layers_without_changing_results(gpt):
 
 
 def test_float32_packing_is_opt_in_and_matches_the_plain_model_up_to_rounding(gpt):
-    if not float32_packing_works():
+    if not packing_works(torch.float32):
         pytest.skip("this torch build lacks oneDNN's float32 linear packing: plain layers are used")
     assert model_for_sampling(gpt, "float32") is gpt  # off by default: exactness tests see the model itself
     fast = model_for_sampling(gpt, "float32", pack_float32=True)

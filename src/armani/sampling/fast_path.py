@@ -56,25 +56,23 @@ def model_for_sampling(model: CrossModalTransformer, dtype: str | torch.dtype = 
     for float32 ``model`` itself, or with ``pack_float32`` a cached float32 copy whose linears
     are packed."""
     precision = check_precision(dtype)
-    on_cpu = model.type_ids.device.type == "cpu"
-    if precision == "float32":
-        pack = pack_float32 and on_cpu and float32_packing_works()
-        if not pack:
-            return model
-    else:
-        pack = pack_linears and on_cpu and packing_works()
+    low, torch_dtype = precision == "bfloat16", getattr(torch, precision)
+    wanted = pack_linears if low else pack_float32
+    pack = wanted and model.type_ids.device.type == "cpu" and packing_works(torch_dtype)
+    if not low and not pack:
+        return model
     fingerprint = tuple((id(p), p._version) for p in model.parameters())
     copies = _COPIES.setdefault(model, {})
     cached = copies.get((precision, pack))
     if cached is not None and cached[0] == fingerprint:
         return cached[1]
-    fast = copy.deepcopy(model).to(getattr(torch, precision)).eval()
-    if precision == "bfloat16":
+    fast = copy.deepcopy(model).to(torch_dtype).eval()
+    if low:
         for module in fast.modules():
             if isinstance(module, SelfAttention):
                 module.attention_dtype = torch.float32  # attention and the KV cache stay float32
     if pack:
-        _pack_linears(fast, getattr(torch, precision))
+        _pack_linears(fast, torch_dtype)
     copies[(precision, pack)] = (fingerprint, fast)
     return fast
 
@@ -133,31 +131,21 @@ def resolve_sampler_precision(choice: str, stored: str) -> str:
 
 
 @functools.cache
-def packing_works() -> bool:
-    """Whether this torch build has the oneDNN ops and they match ``F.linear`` exactly."""
+def packing_works(dtype: torch.dtype = torch.bfloat16) -> bool:
+    """Whether this torch build has the oneDNN ops for ``dtype`` and they match ``F.linear``:
+    exactly in bf16, up to float32 rounding in float32."""
     try:
         gen = torch.Generator().manual_seed(0)
-        lin = nn.Linear(32, 48).to(torch.bfloat16)
-        x = torch.randn(3, 5, 32, generator=gen).to(torch.bfloat16)
+        lin = nn.Linear(32, 48).to(dtype)
+        x = torch.randn(3, 5, 32, generator=gen).to(dtype)
         with torch.inference_mode():
-            return bool(torch.equal(PackedLinear(lin)(x), lin(x)))
+            packed, plain = PackedLinear(lin)(x), lin(x)
+        if dtype == torch.bfloat16:
+            return bool(torch.equal(packed, plain))
+        return bool(torch.allclose(packed, plain, rtol=1e-5, atol=1e-6))
     except (RuntimeError, AttributeError, NotImplementedError):
         return False
 
 
-@functools.cache
-def float32_packing_works() -> bool:
-    """Whether this torch build packs float32 linears, and their products match ``F.linear``'s
-    up to float32 rounding."""
-    try:
-        gen = torch.Generator().manual_seed(0)
-        lin = nn.Linear(32, 48)
-        x = torch.randn(3, 5, 32, generator=gen)
-        with torch.inference_mode():
-            return bool(torch.allclose(PackedLinear(lin)(x), lin(x), rtol=1e-5, atol=1e-6))
-    except (RuntimeError, AttributeError, NotImplementedError):
-        return False
-
-
-__all__ = ["PRECISIONS", "SAMPLER_PRECISION_CHOICES", "PackedLinear", "check_precision", "float32_packing_works",
-           "model_for_sampling", "native_bf16", "native_precision", "packing_works", "resolve_sampler_precision"]
+__all__ = ["PRECISIONS", "SAMPLER_PRECISION_CHOICES", "PackedLinear", "check_precision", "model_for_sampling",
+           "native_bf16", "native_precision", "packing_works", "resolve_sampler_precision"]
